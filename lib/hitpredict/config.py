@@ -1,0 +1,284 @@
+"""Typed, validated configuration loaded from YAML.
+
+A config file is data: every key is declared here, with its type and its bounds.
+Loading fails at start with one line that names the file, the key, the bad value
+and what is allowed, so a typo never reaches a running job.
+
+Sources, later ones win:
+
+1. the YAML file (``conf/local.yaml`` and friends);
+2. ``--set section.key=value`` overrides given on the command line;
+3. environment variables ``HITPREDICT__SECTION__KEY=value`` (double underscores);
+   secrets are normally given this way, or as ``${env:NAME}`` inside the YAML.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "HITPREDICT__"
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class SparkConfig(_Section):
+    """How to get a Spark session. ``master: null`` means: use the one provided
+    (spark-submit, Databricks)."""
+
+    master: str | None = "local[*]"
+    app_name: str = "hitpredict"
+    driver_memory: str = Field("4g", pattern=r"^\d+[kmgt]$")
+    shuffle_partitions: int = Field(8, ge=1)
+    arrow_batch_rows: int = Field(2000, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf_values_as_text(cls, value: Any) -> Any:
+        # Spark settings are strings; YAML reads `8` or `false` as numbers and booleans.
+        if isinstance(value, dict):
+            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return value
+
+
+class LakeConfig(_Section):
+    """Where the Delta tables live and which engine writes them."""
+
+    engine: Literal["delta-rs", "delta"] = "delta-rs"
+    root: str = "./lakehouse"
+    #: Databricks Unity Catalog: tables are ``catalog.schema.table`` when both are set.
+    catalog: str | None = None
+    schema_name: str | None = Field(None, alias="schema")
+    #: Target rows per Parquet data file written by the delta-rs engine.
+    rows_per_file: int = Field(50_000, ge=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _catalog_needs_schema(self) -> "LakeConfig":
+        if (self.catalog is None) != (self.schema_name is None):
+            raise ValueError("catalog and schema must be set together (Unity Catalog names are catalog.schema.table)")
+        if self.catalog is not None and self.engine != "delta":
+            raise ValueError("catalog tables need engine 'delta' (delta-rs writes to a path)")
+        return self
+
+
+class AudioConfig(_Section):
+    """The one definition of the audio front end (DESIGN.md section 6)."""
+
+    sample_rate: int = Field(22050, ge=8000, le=96000)
+    clip_seconds: float = Field(30.0, gt=0, le=600)
+    n_fft: int = Field(2048, ge=64)
+    hop_length: int = Field(512, ge=16)
+    n_mels: int = Field(128, ge=8, le=512)
+    min_seconds: float = Field(5.0, ge=0)
+
+    @field_validator("n_fft")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two")
+        return value
+
+
+class FetchConfig(_Section):
+    """Preview downloads (used by fetch_previews)."""
+
+    max_concurrency: int = Field(16, ge=1, le=512)
+    per_host_concurrency: int = Field(8, ge=1, le=512)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_runs_per_track: int = Field(3, ge=1)
+    commit_every: int = Field(500, ge=1)
+    #: Hosts or networks (CIDR) allowed even though they are loopback/private.
+    allow_hosts: list[str] = Field(default_factory=list)
+    user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
+
+
+class SampleConfig(_Section):
+    """The bundled sample catalogue, generated on first use (never downloaded)."""
+
+    dir: str = "./data/sample"
+    tracks: int = Field(240, ge=1)
+    artists: int = Field(24, ge=1)
+    seconds: float = Field(30.0, gt=0)
+    seed: int = 7
+
+
+class SecretsConfig(_Section):
+    """Credentials. Give them by environment, never in a committed file."""
+
+    spotify_client_id: SecretStr | None = None
+    spotify_client_secret: SecretStr | None = None
+
+
+class Config(_Section):
+    """The whole configuration of one run."""
+
+    spark: SparkConfig = SparkConfig()
+    lake: LakeConfig = LakeConfig()
+    audio: AudioConfig = AudioConfig()
+    fetch: FetchConfig = FetchConfig()
+    sample: SampleConfig = SampleConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    #: Where the config came from, for messages; not a key users set.
+    source: str = Field("<defaults>", exclude=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load ``path`` (YAML), apply ``--set`` overrides and ``HITPREDICT__*`` variables.
+
+    Parameters
+    ----------
+    path : YAML file; ``None`` gives the built-in defaults (the embedded local setup).
+    overrides : ``"section.key=value"`` strings; the value is parsed as YAML.
+    environ : environment to read (defaults to ``os.environ``).
+
+    Raises
+    ------
+    ConfigError : one line naming the file, the key, the bad value and what is allowed.
+    """
+    environ = os.environ if environ is None else environ
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    raw = _interpolate_env(raw, environ, source)
+    origins: dict[str, str] = {}
+    for item in overrides:
+        key, value = _parse_override(item, source)
+        origins[key] = f"--set {item}"
+        _set_dotted(raw, key, value, origins[key])
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+            origins[key] = f"${name}"
+            _set_dotted(raw, key, yaml.safe_load(value) if value else value, origins[key])
+    try:
+        return Config.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source, origins)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _interpolate_env(value: Any, environ: Mapping[str, str], source: str) -> Any:
+    """Replace ``${env:NAME}`` / ``${env:NAME:-default}`` inside strings."""
+    if isinstance(value, dict):
+        return {k: _interpolate_env(v, environ, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_env(v, environ, source) for v in value]
+    if isinstance(value, str) and "${env:" in value:
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{source}: environment variable {name} is not set (referenced as ${{env:{name}}})")
+        resolved = _ENV_REF.sub(repl, value)
+        return resolved if resolved != "" else None
+    return value
+
+
+def _parse_override(item: str, source: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set fetch.max_concurrency=32")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_.-]*)+", key):
+        raise ConfigError(f"--set {item!r}: key {key!r} must look like section.key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, origin: str) -> None:
+    section, _, rest = key.partition(".")
+    node = raw.setdefault(section, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"{origin}: {section} is not a section")
+    # spark.conf keys contain dots themselves: everything after 'conf.' is one key.
+    parts = rest.split(".", 1) if rest.startswith("conf.") else rest.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {section}.{part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _one_line(exc: ValidationError, source: str, origins: Mapping[str, str]) -> str:
+    """Turn pydantic's first error into one readable line, naming where the value came from."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) if loc else "<top level>"
+    source = origins.get(key, source)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model: type[BaseModel] = Config
+        for part in loc[:-1]:
+            field = model.model_fields.get(part)
+            annotation = getattr(field, "annotation", None)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        allowed = sorted(
+            (f.alias or name) for name, f in model.model_fields.items() if name != "source"
+        )
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{source}: unknown key {key}{hint}; allowed keys here: {', '.join(allowed)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    bad = err.get("input")
+    if isinstance(bad, dict):  # a rule across several keys of one section
+        return f"{source}: {key}: {msg}"
+    shown = "<hidden>" if "secret" in key else repr(bad)
+    return f"{source}: {key} = {shown} is not allowed: {msg}"
+
+
+def dump_config(config: Config) -> dict[str, Any]:
+    """The config as plain data (secrets masked), for logs and MLflow params."""
+    return config.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,131 @@
+"""The one place that declares every table's schema.
+
+Schemas are Arrow schemas (what the delta-rs engine writes and what Delta stores);
+``spark_schema(name)`` derives the Spark ``StructType`` from them, so the two can
+never drift apart.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+if TYPE_CHECKING:  # pyspark is optional for pure-function users
+    from pyspark.sql.types import StructType
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _f(name: str, dtype: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, dtype, nullable=nullable)
+
+
+CATALOGUE = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("source", pa.string(), nullable=False),          # e.g. "csv:labels.csv", "folder", "spotify"
+    _f("source_row", pa.int64()),                       # 1-based row/line in the source, when it has rows
+    _f("title", pa.string()),
+    _f("artists", pa.list_(pa.string())),
+    _f("primary_artist", pa.string()),
+    _f("isrc", pa.string()),
+    _f("release_date", pa.date32()),
+    _f("audio_uri", pa.string()),                       # file path or fsspec URI of the full audio
+    _f("preview_url", pa.string()),                     # http(s) URL of a ~30 s preview
+    _f("popularity", pa.float64()),                     # 0-100
+    _f("popularity_source", pa.string()),               # which signal `popularity` is ("label", "spotify", "deezer_rank")
+    _f("streams", pa.int64()),
+    _f("region", pa.string()),
+    _f("genre", pa.string()),
+    _f("ingested_at", TIMESTAMP, nullable=False),
+])
+
+REJECTS = pa.schema([
+    _f("source", pa.string(), nullable=False),
+    _f("row_number", pa.int64()),
+    _f("track_id", pa.string()),
+    _f("reason", pa.string(), nullable=False),
+    _f("raw", pa.string()),                             # the offending row as JSON
+    _f("rejected_at", TIMESTAMP, nullable=False),
+])
+
+PREVIEWS = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("url", pa.string()),
+    _f("audio", pa.binary()),
+    _f("content_type", pa.string()),
+    _f("size_bytes", pa.int64()),
+    _f("sha256", pa.string()),
+    _f("status", pa.string(), nullable=False),          # "ok" | "failed"
+    _f("error_kind", pa.string()),                      # e.g. http_404, timeout, not_audio, too_large
+    _f("error_detail", pa.string()),
+    _f("attempts", pa.int32()),
+    _f("run", pa.int32()),
+    _f("fetched_at", TIMESTAMP, nullable=False),
+])
+
+FEATURES = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("audio_sha256", pa.string()),
+    _f("status", pa.string(), nullable=False),          # "ok" | "failed"
+    _f("error_kind", pa.string()),
+    _f("error_detail", pa.string()),
+    _f("duration_s", pa.float64()),                     # of the decoded audio, before cropping
+    _f("mel", pa.binary()),                             # log-mel dB, float16, C order
+    _f("mel_shape", pa.list_(pa.int32())),              # [n_mels, frames]
+    _f("summary", pa.list_(pa.float32())),              # compact vector for baselines
+    _f("audio_params", pa.string()),                    # JSON of the AudioConfig used
+    _f("extracted_at", TIMESTAMP, nullable=False),
+])
+
+EXAMPLES = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("primary_artist", pa.string()),
+    _f("audio_sha256", pa.string()),
+    _f("split", pa.string(), nullable=False),           # "train" | "validation" | "test"
+    _f("target", pa.string(), nullable=False),          # which target this row is for
+    _f("label", pa.float64()),                          # binary 0/1, regression value or class index
+    _f("label_name", pa.string()),                      # class name for multiclass targets
+    _f("mel", pa.binary()),
+    _f("mel_shape", pa.list_(pa.int32())),
+    _f("summary", pa.list_(pa.float32())),
+    _f("dataset_id", pa.string(), nullable=False),      # one build_dataset run
+    _f("created_at", TIMESTAMP, nullable=False),
+])
+
+SCORES = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("model_name", pa.string(), nullable=False),
+    _f("model_version", pa.string(), nullable=False),
+    _f("prob_popular", pa.float64()),
+    _f("popularity_pred", pa.float64()),
+    _f("percentile", pa.float64()),
+    _f("similar_artists", pa.list_(pa.struct([("artist", pa.string()), ("prob", pa.float64())]))),
+    _f("region", pa.string()),
+    _f("segment_importance", pa.list_(pa.float32())),
+    _f("scored_at", TIMESTAMP, nullable=False),
+])
+
+#: Every table of the lake, by name.
+TABLES: dict[str, pa.Schema] = {
+    "catalogue": CATALOGUE,
+    "rejects": REJECTS,
+    "previews": PREVIEWS,
+    "features": FEATURES,
+    "examples": EXAMPLES,
+    "scores": SCORES,
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of ``table``; ``KeyError`` names the known tables."""
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise KeyError(f"unknown table {table!r}; known tables: {', '.join(TABLES)}") from None
+
+
+def spark_schema(table: str) -> "StructType":
+    """The Spark schema of ``table``, derived from its Arrow schema."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(arrow_schema(table))

@@ -1,0 +1,113 @@
+"""Config: every shipped file loads; mistakes fail at start with one line naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hitpredict.config import ConfigError, dump_config, load_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SHIPPED = sorted(CONF.glob("*.yaml"))
+
+
+def test_the_three_configs_are_shipped():
+    assert {p.name for p in SHIPPED} >= {"local.yaml", "cluster.yaml", "databricks.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_yaml_loads(path):
+    config = load_config(path, environ={})
+    assert config.source == str(path)
+
+
+def test_engines_of_the_shipped_configs():
+    local = load_config(CONF / "local.yaml", environ={})
+    assert (local.lake.engine, local.lake.root, local.spark.master) == ("delta-rs", "./lakehouse", "local[*]")
+    cluster = load_config(CONF / "cluster.yaml", environ={})
+    assert cluster.lake.engine == "delta" and cluster.spark.master is None
+    databricks = load_config(CONF / "databricks.yaml", environ={})
+    assert (databricks.lake.catalog, databricks.lake.schema_name) == ("main", "hitpredict")
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_misspelled_key_names_the_key_and_the_fix(tmp_path):
+    path = write(tmp_path, "fetch:\n  max_concurency: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message and "fetch.max_concurency" in message
+    assert "did you mean 'max_concurrency'" in message
+
+
+def test_bad_value_names_key_value_and_what_is_allowed(tmp_path):
+    path = write(tmp_path, "lake:\n  engine: parquet\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    message = str(err.value)
+    assert "lake.engine" in message and "'parquet'" in message and "'delta-rs' or 'delta'" in message
+    assert "\n" not in message
+
+
+def test_bad_number_and_bounds(tmp_path):
+    with pytest.raises(ConfigError, match=r"fetch\.max_concurrency = 0 .*greater than or equal to 1"):
+        load_config(write(tmp_path, "fetch:\n  max_concurrency: 0\n"), environ={})
+    with pytest.raises(ConfigError, match=r"audio\.n_fft = 1000 .*power of two"):
+        load_config(write(tmp_path, "audio:\n  n_fft: 1000\n"), environ={})
+
+
+def test_unknown_section_and_broken_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key fecth .*did you mean 'fetch'"):
+        load_config(write(tmp_path, "fecth: {}\n"), environ={})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "fetch: [\n"), environ={})
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_set_overrides_win_and_are_validated():
+    config = load_config(CONF / "local.yaml", ["fetch.max_concurrency=32", "spark.conf.spark.sql.ansi.enabled=true"],
+                         environ={})
+    assert config.fetch.max_concurrency == 32
+    assert config.spark.conf["spark.sql.ansi.enabled"] == "true"
+    with pytest.raises(ConfigError, match=r"^--set fetch.max_concurrency=lots: fetch.max_concurrency = 'lots'"):
+        load_config(CONF / "local.yaml", ["fetch.max_concurrency=lots"], environ={})
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(CONF / "local.yaml", ["fetch.max_concurrency"], environ={})
+
+
+def test_environment_overrides_and_secrets(tmp_path):
+    env = {"HITPREDICT__FETCH__READ_TIMEOUT_S": "7.5", "SPOTIPY_CLIENT_SECRET": "s3cr3t-value"}
+    config = load_config(CONF / "local.yaml", environ=env)
+    assert config.fetch.read_timeout_s == 7.5
+    assert config.secrets.spotify_client_secret.get_secret_value() == "s3cr3t-value"
+    # The secret never shows in dumps or reprs (what logs and MLflow params see).
+    assert "s3cr3t-value" not in repr(config) and "s3cr3t-value" not in str(dump_config(config))
+    with pytest.raises(ConfigError) as err:
+        load_config(CONF / "local.yaml", environ={"HITPREDICT__FETCH__MAX_RETRIES": "-1"})
+    assert str(err.value).startswith("$HITPREDICT__FETCH__MAX_RETRIES: fetch.max_retries = -1")
+
+
+def test_required_env_reference_must_be_set(tmp_path):
+    path = write(tmp_path, "secrets:\n  spotify_client_id: ${env:MY_ID}\n")
+    with pytest.raises(ConfigError, match="environment variable MY_ID is not set"):
+        load_config(path, environ={})
+    assert load_config(path, environ={"MY_ID": "abc"}).secrets.spotify_client_id.get_secret_value() == "abc"
+
+
+def test_rules_across_keys(tmp_path):
+    with pytest.raises(ConfigError, match="lake: catalog and schema must be set together"):
+        load_config(write(tmp_path, "lake:\n  engine: delta\n  catalog: main\n"), environ={})
+    with pytest.raises(ConfigError, match="catalog tables need engine 'delta'"):
+        load_config(write(tmp_path, "lake:\n  catalog: main\n  schema: hp\n"), environ={})
+
+
+def test_no_file_gives_the_embedded_defaults():
+    config = load_config(None, environ={})
+    assert config.lake.engine == "delta-rs" and config.audio.n_mels == 128 and config.audio.hop_length == 512
