@@ -47,7 +47,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(wildcard bench/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 check-stack: setup
 	$(PY) -m hitpredict.cli check-stack
