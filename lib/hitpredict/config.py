@@ -101,15 +101,21 @@ class FetchConfig(_Section):
     per_host_concurrency: int = Field(8, ge=1, le=512)
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
+    #: Whole-body deadline: a server that trickles bytes forever still times out.
+    total_timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    #: Size cap for local / fsspec audio files (full-length masters are bigger than previews).
+    max_local_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     max_runs_per_track: int = Field(3, ge=1)
     commit_every: int = Field(500, ge=1)
     #: Hosts or networks (CIDR) allowed even though they are loopback/private.
     allow_hosts: list[str] = Field(default_factory=list)
     user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
+    #: HTTP(S) proxy URL for preview downloads (environment proxy variables are not read).
+    proxy: str | None = None
 
 
 class SampleConfig(_Section):
@@ -120,6 +126,31 @@ class SampleConfig(_Section):
     artists: int = Field(24, ge=1)
     seconds: float = Field(30.0, gt=0)
     seed: int = 7
+
+
+class IngestConfig(_Section):
+    """Where ingest_catalogue reads a catalogue from and how its columns map."""
+
+    #: csv, parquet or folder; inferred from ``path`` when not set.
+    source: Literal["csv", "parquet", "folder"] | None = None
+    path: str | None = None
+    #: catalogue field -> source column; fields left out map to a column of the same name if present.
+    columns: dict[str, str | None] = Field(default_factory=dict)
+    artist_separator: str = ";"
+    date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d", "%Y-%m", "%Y", "%d/%m/%Y", "%Y/%m/%d"])
+    audio_extensions: list[str] = Field(default_factory=lambda: ["mp3", "m4a", "aac", "mp4", "ogg", "oga",
+                                                                 "flac", "wav"])
+    chunk_rows: int = Field(200_000, ge=1)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        from hitpredict.schemas import CATALOGUE_SOURCE_FIELDS
+
+        unknown = sorted(set(value) - set(CATALOGUE_SOURCE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(CATALOGUE_SOURCE_FIELDS)}")
+        return value
 
 
 class SecretsConfig(_Section):
@@ -135,6 +166,7 @@ class Config(_Section):
     spark: SparkConfig = SparkConfig()
     lake: LakeConfig = LakeConfig()
     audio: AudioConfig = AudioConfig()
+    ingest: IngestConfig = IngestConfig()
     fetch: FetchConfig = FetchConfig()
     sample: SampleConfig = SampleConfig()
     secrets: SecretsConfig = SecretsConfig()

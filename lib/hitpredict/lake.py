@@ -23,7 +23,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,10 +34,14 @@ from hitpredict.config import LakeConfig
 from hitpredict.schemas import TABLES, arrow_schema, spark_schema
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
+
+#: A ``mapInArrow`` function: record batches in, record batches out.
+ArrowTransform = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 #: Marker that lets the driver pick our own error out of a Spark task failure.
 _ROW_ERROR_MARK = "hitpredict-lake-error: "
@@ -91,6 +95,16 @@ def conform(table: str, df: "DataFrame") -> "DataFrame":
     return df.select(*[f.name for f in arrow_schema(table)])
 
 
+def _check_projection(table: str, schema: "StructType") -> None:
+    """``schema`` must hold every column of ``table`` with the table's types (other columns are allowed)."""
+    from pyspark.sql.types import StructType
+
+    names = set(arrow_schema(table).names)
+    problems = schema_differences(table, StructType([f for f in schema.fields if f.name in names]))
+    if problems:
+        raise SchemaMismatchError(f"refusing to write to table {table!r}: " + "; ".join(problems))
+
+
 def check_not_null(table: str, data: pa.Table) -> None:
     """Raise ``ValueError`` if a NOT NULL column of ``table`` holds nulls."""
     for field in arrow_schema(table):
@@ -137,6 +151,47 @@ class Lake(ABC):
     def describe(self, table: str) -> TableInfo | None:
         """Version, files and rows of ``table``; ``None`` if it does not exist."""
 
+    def ensure(self, table: str) -> None:
+        """Create ``table`` (empty) if it does not exist, so readers and joins can rely on it."""
+        if not self.exists(table):
+            self.append(table, self._empty(table))
+
+    def append_routed(
+        self, df: "DataFrame", route_column: str, tables: Sequence[str], commit_info: dict[str, str] | None = None,
+        transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
+    ) -> dict[str, int | None]:
+        """Append each row of ``df`` to the table its ``route_column`` names (one commit per table).
+
+        ``df`` holds the union of the tables' columns; each table gets its own columns.
+        With ``transform`` (a ``mapInArrow`` function producing ``transform_schema``), the
+        rows written are ``transform``'s output: engines that write from the executors run
+        it in the same Python process as the writer, so its output never crosses to the JVM.
+        Tables are committed in the order given: if a later commit fails, earlier ones stand.
+        """
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        if transform is not None:
+            df = df.mapInArrow(transform, transform_schema)
+        for table in tables:
+            _check_projection(table, df.schema)
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            return {
+                table: self.append(table, df.where(F.col(route_column) == table).select(*arrow_schema(table).names),
+                                   commit_info)
+                for table in tables
+            }
+        finally:
+            df.unpersist()
+
+    def read_columns(self, table: str, columns: Sequence[str]) -> pa.Table:
+        """A few columns of ``table`` on the driver (keys, statuses): empty if the table does not exist."""
+        schema = arrow_schema(table)
+        if not self.exists(table):
+            return pa.schema([schema.field(c) for c in columns]).empty_table()
+        return pa.Table.from_pandas(self.read(table).select(*columns).toPandas(), preserve_index=False)
+
     def tables(self) -> list[TableInfo]:
         """Every declared table that exists, in declaration order."""
         found = (self.describe(name) for name in TABLES)
@@ -144,6 +199,12 @@ class Lake(ABC):
 
     def _empty(self, table: str) -> "DataFrame":
         return self.spark.createDataFrame([], spark_schema(table))
+
+    def frame(self, table: str, rows: "pd.DataFrame") -> "DataFrame":
+        """A Spark DataFrame with ``table``'s schema from driver-side rows (pandas, via Arrow)."""
+        if rows.empty:
+            return self._empty(table)
+        return self.spark.createDataFrame(rows[arrow_schema(table).names], spark_schema(table))
 
 
 class DeltaRsLake(Lake):
@@ -176,6 +237,23 @@ class DeltaRsLake(Lake):
             return self._empty(table)
         return self.spark.read.schema(spark_schema(table)).parquet(*files)
 
+    def ensure(self, table: str) -> None:
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        if not self.exists(table):
+            create_table_with_add_actions(self.location(table), Schema.from_arrow(arrow_schema(table)), [],
+                                          mode="ignore", name=table)
+
+    def read_columns(self, table: str, columns: Sequence[str]) -> pa.Table:
+        from deltalake import DeltaTable
+
+        schema = arrow_schema(table)
+        if not self.exists(table):
+            return pa.schema([schema.field(c) for c in columns]).empty_table()
+        dataset = DeltaTable(self.location(table)).to_pyarrow_dataset()
+        return dataset.to_table(columns=list(columns))
+
     def read_arrow(self, table: str) -> pa.Table:
         """The whole table as Arrow, on the driver: for small tables and tests."""
         from deltalake import DeltaTable
@@ -195,105 +273,171 @@ class DeltaRsLake(Lake):
         return TableInfo(table, self.location(table), dt.version(), adds.num_rows, rows)
 
     def append(self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None) -> int | None:
+        return self._write(conform(table, df), None, [table], commit_info)[table]
+
+    def append_routed(
+        self, df: "DataFrame", route_column: str, tables: Sequence[str], commit_info: dict[str, str] | None = None,
+        transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
+    ) -> dict[str, int | None]:
+        # One pass over df: each task transforms and writes every table's files, then one commit per table.
+        for table in tables:
+            _check_projection(table, transform_schema if transform is not None else df.schema)
+        return self._write(df, route_column, list(tables), commit_info, transform)
+
+    def _write(
+        self, df: "DataFrame", route_column: str | None, tables: list[str], commit_info: dict[str, str] | None,
+        transform: "ArrowTransform | None" = None,
+    ) -> dict[str, int | None]:
         from deltalake import CommitProperties, DeltaTable, Schema
         from deltalake.transaction import AddAction, create_table_with_add_actions
 
-        df = conform(table, df)
-        path = self.location(table)
-        schema = arrow_schema(table)
         write_id = uuid.uuid4().hex
-        fs, base = pafs.FileSystem.from_uri(path)
-        fs.create_dir(base, recursive=True)
-        writer = ParquetTaskWriter(table, path, write_id, self.config.rows_per_file)
+        locations = {t: self.location(t) for t in tables}
+        folders = {t: pafs.FileSystem.from_uri(loc) for t, loc in locations.items()}
+        for fs, base in folders.values():
+            fs.create_dir(base, recursive=True)
+        writer = ParquetTaskWriter(locations, route_column, write_id, self.config.rows_per_file, transform)
         started = time.monotonic()
-        actions: list[AddAction] = []
+        actions: dict[str, list[AddAction]] = {t: [] for t in tables}
+        versions: dict[str, int | None] = {}
+        committing = tables[0]
         try:
             for row in df.mapInArrow(writer, ParquetTaskWriter.OUTPUT_SCHEMA).collect():
-                actions.append(AddAction(row.path, row.size, {}, row.modification_time, True, row.stats))
+                actions[row.table].append(AddAction(row.path, row.size, {}, row.modification_time, True, row.stats))
             info = CommitProperties(custom_metadata={"hitpredict.write_id": write_id, **(commit_info or {})})
-            if self.exists(table):
-                if not actions:
-                    return self.version(table)
-                DeltaTable(path).create_write_transaction(actions, "append", schema, commit_properties=info)
-            else:
-                create_table_with_add_actions(
-                    path, Schema.from_arrow(schema), actions, mode="error", name=table, commit_properties=info
-                )
+            for committing in tables:
+                path, schema = locations[committing], arrow_schema(committing)
+                if self.exists(committing):
+                    if actions[committing]:
+                        DeltaTable(path).create_write_transaction(actions[committing], "append", schema,
+                                                                  commit_properties=info)
+                else:
+                    create_table_with_add_actions(path, Schema.from_arrow(schema), actions[committing], mode="error",
+                                                  name=committing, commit_properties=info)
+                versions[committing] = DeltaTable(path).version()
         except Exception as exc:  # noqa: BLE001 - every failure must clean up, then re-raise
-            removed = _remove_write_files(fs, base, write_id, keep=set())
+            removed = 0
+            for table in tables:
+                if table not in versions:  # tables committed before the failure keep their files
+                    fs, base = folders[table]
+                    removed += _remove_write_files(fs, base, write_id, keep=set())
             reason = _task_error(exc)
-            log.error("append to %s failed; removed %d uncommitted file(s): %s", table, removed, reason)
-            raise LakeWriteError(f"append to table {table!r} failed, table unchanged: {reason}") from exc
-        # A task attempt that Spark retried may have left a file nobody committed.
-        _remove_write_files(fs, base, write_id, keep={a.path for a in actions})
-        version = DeltaTable(path).version()
-        rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
-        log.info("%s: committed version %d (%d rows in %d files, %.1fs)",
-                 table, version, rows, len(actions), time.monotonic() - started)
-        return version
+            log.error("append to %s failed; removed %d uncommitted file(s): %s", committing, removed, reason)
+            raise LakeWriteError(f"append to table {committing!r} failed, table unchanged: {reason}") from exc
+        for table in tables:
+            # A task attempt that Spark retried may have left a file nobody committed.
+            fs, base = folders[table]
+            _remove_write_files(fs, base, write_id, keep={a.path for a in actions[table]})
+            rows = sum(json.loads(a.stats)["numRecords"] for a in actions[table])
+            log.info("%s: committed version %s (%d rows in %d files, %.1fs)",
+                     table, versions[table], rows, len(actions[table]), time.monotonic() - started)
+        return versions
+
+
+class _TableFiles:
+    """One table's rolling Parquet output inside one task."""
+
+    def __init__(self, table: str, table_uri: str, prefix: str, rows_per_file: int) -> None:
+        self.table = table
+        self.schema = arrow_schema(table)
+        self.fs, self.base = pafs.FileSystem.from_uri(table_uri)
+        self.prefix = prefix
+        self.rows_per_file = rows_per_file
+        # Binary columns hold encoded audio or float16 spectrograms: compressing them or
+        # trying a dictionary on them costs time and saves nothing.
+        dense = {f.name for f in self.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+        self.compression = {f.name: "NONE" if f.name in dense else "SNAPPY" for f in self.schema}
+        self.dictionary_columns = [f.name for f in self.schema if f.name not in dense]
+        self.files: list[dict[str, Any]] = []
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, data: pa.Table) -> None:
+        data = data.select(self.schema.names)
+        check_not_null(self.table, data)
+        self.pending.append(data.cast(self.schema))
+        self.pending_rows += data.num_rows
+        while self.pending_rows >= self.rows_per_file:
+            merged = pa.concat_tables(self.pending)
+            self._write(merged.slice(0, self.rows_per_file))
+            self.pending = [merged.slice(self.rows_per_file)]
+            self.pending_rows -= self.rows_per_file
+
+    def close(self) -> None:
+        if self.pending_rows:
+            self._write(pa.concat_tables(self.pending))
+        self.pending, self.pending_rows = [], 0
+
+    def _write(self, data: pa.Table) -> None:
+        name = f"{self.prefix}-{len(self.files):04d}.snappy.parquet"
+        with self.fs.open_output_stream(f"{self.base}/{name}") as out:
+            pq.write_table(data, out, compression=self.compression, use_dictionary=self.dictionary_columns)
+        self.files.append({
+            "table": self.table,
+            "path": name,
+            "size": self.fs.get_file_info(f"{self.base}/{name}").size,
+            "modification_time": int(time.time() * 1000),
+            "stats": json.dumps(file_stats(data)),
+        })
 
 
 class ParquetTaskWriter:
     """The executor side of a delta-rs append: a picklable ``mapInArrow`` function.
 
-    Writes the task's batches into Parquet files named ``part-<write_id>-...`` inside
-    the table folder, rolling to a new file every ``rows_per_file`` rows, and yields
-    one metadata row per file (path relative to the table, size, stats).
+    Writes the task's rows into Parquet files named ``part-<write_id>-...`` inside each
+    table's folder (the table named by ``route_column`` of each row, or the only table),
+    rolling to a new file every ``rows_per_file`` rows, and yields one metadata row per
+    file (table, path relative to the table, size, stats).
     """
 
-    OUTPUT_SCHEMA = "path string, size long, modification_time long, stats string"
+    OUTPUT_SCHEMA = "table string, path string, size long, modification_time long, stats string"
+    _OUTPUT_ARROW = pa.schema([("table", pa.string()), ("path", pa.string()), ("size", pa.int64()),
+                               ("modification_time", pa.int64()), ("stats", pa.string())])
 
-    def __init__(self, table: str, table_uri: str, write_id: str, rows_per_file: int) -> None:
-        self.table = table
-        self.table_uri = table_uri
+    def __init__(
+        self, table_uris: dict[str, str], route_column: str | None, write_id: str, rows_per_file: int,
+        transform: "ArrowTransform | None" = None,
+    ) -> None:
+        if route_column is None and len(table_uris) != 1:
+            raise ValueError("writing several tables needs a route column")
+        self.transform = transform
+        self.table_uris = table_uris
+        self.route_column = route_column
         self.write_id = write_id
         self.rows_per_file = rows_per_file
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        schema = arrow_schema(self.table)
-        fs, base = pafs.FileSystem.from_uri(self.table_uri)
         ctx = TaskContext.get()
         task = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
         prefix = f"part-{self.write_id}-{task}-{uuid.uuid4().hex[:8]}"
-        files: list[dict[str, Any]] = []
-        pending: list[pa.Table] = []
-        pending_rows = 0
-
-        def write_file(data: pa.Table) -> None:
-            name = f"{prefix}-{len(files):04d}.snappy.parquet"
-            with fs.open_output_stream(f"{base}/{name}") as out:
-                pq.write_table(data, out, compression="snappy")
-            files.append({
-                "path": name,
-                "size": fs.get_file_info(f"{base}/{name}").size,
-                "modification_time": int(time.time() * 1000),
-                "stats": json.dumps(file_stats(data)),
-            })
-
+        outputs = {t: _TableFiles(t, uri, prefix, self.rows_per_file) for t, uri in self.table_uris.items()}
+        if self.transform is not None:
+            batches = self.transform(batches)
         try:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
-                data = pa.Table.from_batches([batch]).select(schema.names)
-                check_not_null(self.table, data)
-                pending.append(data.cast(schema))
-                pending_rows += batch.num_rows
-                while pending_rows >= self.rows_per_file:
-                    merged = pa.concat_tables(pending)
-                    write_file(merged.slice(0, self.rows_per_file))
-                    pending = [merged.slice(self.rows_per_file)]
-                    pending_rows -= self.rows_per_file
-            if pending_rows:
-                write_file(pa.concat_tables(pending))
+                data = pa.Table.from_batches([batch])
+                if self.route_column is None:
+                    next(iter(outputs.values())).add(data)
+                    continue
+                route = data.column(self.route_column)
+                for table, out in outputs.items():
+                    part = data.filter(pc.equal(route, table))
+                    if part.num_rows:
+                        out.add(part)
+                unrouted = data.num_rows - pc.sum(pc.is_in(route, pa.array(list(outputs)))).as_py()
+                if unrouted:
+                    raise ValueError(f"{unrouted} row(s) have a {self.route_column} that names none of "
+                                     f"{', '.join(outputs)}")
+            for out in outputs.values():
+                out.close()
         except ValueError as exc:
             raise ValueError(_ROW_ERROR_MARK + str(exc)) from exc
-        yield pa.RecordBatch.from_pylist(
-            files,
-            schema=pa.schema([("path", pa.string()), ("size", pa.int64()),
-                              ("modification_time", pa.int64()), ("stats", pa.string())]),
-        )
+        files = [f for out in outputs.values() for f in out.files]
+        yield pa.RecordBatch.from_pylist(files, schema=self._OUTPUT_ARROW)
 
 
 _STAT_TYPES: tuple[Callable[[pa.DataType], bool], ...] = (

@@ -39,6 +39,10 @@ CATALOGUE = pa.schema([
     _f("ingested_at", TIMESTAMP, nullable=False),
 ])
 
+#: Catalogue fields a source column can be mapped to (config ``ingest.columns``).
+CATALOGUE_SOURCE_FIELDS = ("track_id", "title", "artists", "isrc", "release_date", "audio_uri", "preview_url",
+                           "popularity", "streams", "region", "genre")
+
 REJECTS = pa.schema([
     _f("source", pa.string(), nullable=False),
     _f("row_number", pa.int64()),
@@ -60,6 +64,17 @@ PREVIEWS = pa.schema([
     _f("error_detail", pa.string()),
     _f("attempts", pa.int32()),
     _f("run", pa.int32()),
+    _f("fetched_at", TIMESTAMP, nullable=False),
+])
+
+#: Transient fetch failures that will be retried by a later run (previews holds settled tracks only).
+FETCH_ATTEMPTS = pa.schema([
+    _f("track_id", pa.string(), nullable=False),
+    _f("url", pa.string()),
+    _f("error_kind", pa.string(), nullable=False),
+    _f("error_detail", pa.string()),
+    _f("attempts", pa.int32()),
+    _f("run", pa.int32(), nullable=False),
     _f("fetched_at", TIMESTAMP, nullable=False),
 ])
 
@@ -110,6 +125,7 @@ TABLES: dict[str, pa.Schema] = {
     "catalogue": CATALOGUE,
     "rejects": REJECTS,
     "previews": PREVIEWS,
+    "fetch_attempts": FETCH_ATTEMPTS,
     "features": FEATURES,
     "examples": EXAMPLES,
     "scores": SCORES,

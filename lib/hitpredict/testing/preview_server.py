@@ -74,11 +74,12 @@ class PreviewServer:
     directory : a folder whose files are served at ``/<file name>`` (read per request).
     latency_s : delay added before every response (simulates a far-away CDN).
     host : address to bind; loopback only by default.
+    port : port to bind; 0 picks a free one.
     """
 
     def __init__(
         self, files: Mapping[str, bytes] | None = None, directory: str | Path | None = None,
-        latency_s: float = 0.0, host: str = "127.0.0.1",
+        latency_s: float = 0.0, host: str = "127.0.0.1", port: int = 0,
     ) -> None:
         self._files: dict[str, bytes] = dict(files or {})
         self._directory = Path(directory).resolve() if directory is not None else None
@@ -86,7 +87,7 @@ class PreviewServer:
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
-        self._httpd = ThreadingHTTPServer((host, 0), _handler_for(self))
+        self._httpd = _QuietServer((host, port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -152,6 +153,17 @@ class PreviewServer:
         if fault is not None and fault.times is not None and hit > fault.times:
             fault = None
         return hit, fault
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-request (timeouts, size caps) are normal here, not errors."""
+
+    # socketserver's default backlog of 5 drops connections when hundreds of fetch
+    # threads connect at once (each drop costs a 1 s SYN retransmit).
+    request_queue_size = 1024
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("client %s went away", client_address, exc_info=True)
 
 
 def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
@@ -263,3 +275,28 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"0\r\n\r\n")
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a folder on 127.0.0.1 until stdin closes or the process is stopped.
+
+    ``python -m hitpredict.testing.preview_server DIR --latency 0.1`` prints
+    ``serving http://127.0.0.1:PORT`` once it listens; benchmarks run it as its own
+    process so that, like a real CDN, it does not share the Spark driver's interpreter.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="loopback preview server")
+    parser.add_argument("directory")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every response")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    with PreviewServer(directory=args.directory, latency_s=args.latency, port=args.port) as server:
+        sys.stdout.write(f"serving {server.base_url}\n")
+        sys.stdout.flush()
+        sys.stdin.read()  # returns when the parent closes our stdin or exits
+
+
+if __name__ == "__main__":
+    main()

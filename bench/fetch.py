@@ -1,0 +1,103 @@
+"""fetch_previews vs a sequential requests.get loop: previews per second.
+
+Both sides download the same 500 generated previews from the loopback preview server
+with 100 ms of added latency per response. hitpredict's side is the whole
+fetch_previews stage on local[2] (read the catalogue, fan out, commit to Delta);
+the other side is the loop the original studies ran.
+
+    .venv/bin/python bench/fetch.py [--tracks 500] [--latency 0.1]
+
+Last line: ``ratio: <fetch_previews previews/s over the sequential loop's>``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import requests  # noqa: E402
+
+from hitpredict.config import load_config  # noqa: E402
+from hitpredict.lake import open_lake  # noqa: E402
+from hitpredict.spark import get_spark  # noqa: E402
+from hitpredict.stages import fetch_previews, ingest_catalogue  # noqa: E402
+from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv  # noqa: E402
+
+
+@contextlib.contextmanager
+def preview_server_process(directory: str, latency: float):
+    """The loopback preview server in a process of its own (a CDN is not in the Spark driver)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hitpredict.testing.preview_server", str(directory), "--latency", str(latency)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        if not line.startswith("serving "):
+            raise RuntimeError(f"preview server did not start: {line!r}")
+        yield line.split(" ", 1)[1]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=500)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--audio-dir", default="data/bench/previews")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    sample = ensure_sample_catalogue(args.audio_dir, args.tracks, max(1, args.tracks // 10), seed=101)
+    work = tempfile.mkdtemp(prefix="hitpredict-bench-fetch-")
+    config = load_config("conf/local.yaml", [
+        f"lake.root={work}/lakehouse", "spark.master=local[2]", "fetch.allow_hosts=[127.0.0.1]",
+        "fetch.max_concurrency=128", "fetch.per_host_concurrency=128", "fetch.commit_every=1000",
+    ])
+    spark = get_spark(config.spark)
+    lake = open_lake(config.lake, spark)
+    try:
+        with preview_server_process(sample.audio_dir, args.latency) as base_url:
+            csv_path = write_catalogue_csv(sample.rows, f"{work}/catalogue.csv", sample.audio_dir,
+                                           preview_base_url=base_url)
+            no_local_audio = config.model_copy(update={"ingest": config.ingest.model_copy(
+                update={"columns": {"audio_uri": None}})})
+            ingest_catalogue.run(no_local_audio, spark, lake, str(csv_path))
+
+            # The stage runs right after ingest, as in the pipeline (same session, same workers).
+            started = time.monotonic()
+            report = fetch_previews.run(config, spark, lake)
+            stage_seconds = time.monotonic() - started
+
+            urls = [f"{base_url}/{r.audio_file}" for r in sample.rows]
+            started = time.monotonic()
+            got = 0
+            for url in urls:
+                reply = requests.get(url, timeout=30)
+                reply.raise_for_status()
+                got += len(reply.content)
+            loop_seconds = time.monotonic() - started
+    finally:
+        spark.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if report.ok != len(sample.rows):
+        sys.exit(f"fetch_previews fetched {report.ok} of {len(sample.rows)}: {report.failed}")
+    loop_rate = len(urls) / loop_seconds
+    stage_rate = report.ok / stage_seconds
+    print(f"previews: {len(urls)}, {got / len(urls) / 1024:.0f} KiB each, {args.latency * 1000:.0f} ms latency")
+    print(f"sequential requests.get loop: {loop_seconds:7.2f} s  {loop_rate:8.1f} previews/s")
+    print(f"fetch_previews (local[2]):    {stage_seconds:7.2f} s  {stage_rate:8.1f} previews/s")
+    print(f"ratio: {stage_rate / loop_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Catalogue sources: where ingest_catalogue gets its rows from."""
