@@ -2,12 +2,7 @@
 
     spark-submit jobs/demo.py --conf conf/local.yaml [--set section.key=value ...]
 """
-import os
-import sys
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
-
-from hitpredict.cli import main  # noqa: E402
+from hitpredict.cli import job_main
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    job_main("demo")

@@ -8,6 +8,7 @@ import time
 from typing import Callable, Sequence
 
 from hitpredict.config import Config, ConfigError, load_config
+from hitpredict.ingest import SourceError
 
 log = logging.getLogger("hitpredict")
 
@@ -24,12 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("demo", "run the pipeline's stages end to end on the bundled sample catalogue"),
+        ("ingest_catalogue", "ingest a label's CSV/Parquet file or a folder of audio into the catalogue table"),
+        ("fetch_previews", "download every catalogue track that has no settled preview yet"),
+        ("extract_features", "decode every ok preview without features into log-mel spectrograms"),
         ("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet"),
         ("tables", "list the lake's tables: location, version, files, rows"),
         ("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras"),
     ]:
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        aliases = [name.replace("_", "-")] if "_" in name else []
+        if name == "ingest_catalogue":
+            aliases.append("ingest")
+        cmd = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
+        cmd.set_defaults(command=name)
         _common(cmd)
+        if name == "ingest_catalogue":
+            cmd.add_argument("path", nargs="?", help="CSV/Parquet file or folder (default: ingest.path)")
         if name == "check-stack":
             cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
             cmd.add_argument("--num-proc", type=int, default=2)
@@ -49,22 +59,48 @@ def _spark(config: Config):
     return session
 
 
+def _print_stages(stages) -> None:
+    print("\nstage               rows in       ok   failed   seconds  failed by kind / notes")
+    for s in stages:
+        detail = s.failures_text() + (f"; {s.notes}" if s.notes else "")
+        print(f"{s.name:<18} {s.rows_in:>8} {s.ok:>8} {s.failed_total:>8} {s.seconds:>9.1f}  {detail}")
+
+
+def _run_stage(module_name: str):
+    def command(config: Config, args: argparse.Namespace) -> int:
+        import importlib
+
+        from hitpredict.lake import open_lake
+
+        stage = importlib.import_module(f"hitpredict.stages.{module_name}")
+        spark = _spark(config)
+        lake = open_lake(config.lake, spark)
+        extra = {"path": args.path} if getattr(args, "path", None) else {}
+        _print_stages([stage.run(config, spark, lake, **extra)])
+        _print_tables(lake.tables())
+        return 0
+    return command
+
+
 def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from hitpredict.demo import run_demo
 
     started = time.monotonic()
     report = run_demo(config, _spark(config))
-    print("\nstage               rows in   written   seconds  notes")
-    for s in report.stages:
-        print(f"{s.name:<18} {s.rows_in:>8} {s.rows_written:>9} {s.seconds:>9.1f}  {s.notes}")
+    _print_stages(report.stages)
     _print_tables(report.tables)
+    print(f"\npreviews were served by a loopback server at {report.preview_server}")
     for name, rows in report.samples.items():
         print(f"\nfirst rows of {name}:")
         for row in rows:
-            shown = {k: v for k, v in row.items() if k in ("track_id", "title", "primary_artist", "popularity", "region")}
-            print("  ", shown)
+            print("  ", {k: _short(v) for k, v in row.items() if k not in ("audio", "mel")})
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0
+
+
+def _short(value):
+    text = repr(value)
+    return value if len(text) <= 40 else text[:37] + "..."
 
 
 def cmd_sample(config: Config, args: argparse.Namespace) -> int:
@@ -109,6 +145,9 @@ def cmd_check_stack(config: Config, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "demo": cmd_demo,
+    "ingest_catalogue": _run_stage("ingest_catalogue"),
+    "fetch_previews": _run_stage("fetch_previews"),
+    "extract_features": _run_stage("extract_features"),
     "sample": cmd_sample,
     "tables": cmd_tables,
     "check-stack": cmd_check_stack,
@@ -130,9 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](config, args)
+    except SourceError as exc:
+        print(f"hitpredict: {exc}", file=sys.stderr)
+        return 2
     finally:
         for session in _SESSIONS:
             session.stop()
+
+
+def job_main(command: str) -> None:
+    """Entry of the thin ``jobs/<stage>.py`` scripts that ``spark-submit`` runs."""
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
+    sys.exit(main([command, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,12 @@ class FetchConfig(_Section):
     proxy: str | None = None
 
 
+class FeaturesConfig(_Section):
+    """extract_features: how many tracks a commit holds."""
+
+    commit_every: int = Field(1000, ge=1)
+
+
 class SampleConfig(_Section):
     """The bundled sample catalogue, generated on first use (never downloaded)."""
 
@@ -126,6 +132,8 @@ class SampleConfig(_Section):
     artists: int = Field(24, ge=1)
     seconds: float = Field(30.0, gt=0)
     seed: int = 7
+    #: Port of the demo's loopback preview server (0: any free port).
+    preview_port: int = Field(18765, ge=0, le=65535)
 
 
 class IngestConfig(_Section):
@@ -168,6 +176,7 @@ class Config(_Section):
     audio: AudioConfig = AudioConfig()
     ingest: IngestConfig = IngestConfig()
     fetch: FetchConfig = FetchConfig()
+    features: FeaturesConfig = FeaturesConfig()
     sample: SampleConfig = SampleConfig()
     secrets: SecretsConfig = SecretsConfig()
     #: Where the config came from, for messages; not a key users set.

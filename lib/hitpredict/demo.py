@@ -1,16 +1,23 @@
-"""The embedded demo: the stages that exist so far, end to end, on the sample catalogue."""
+"""The embedded demo: the stages that exist so far, end to end, on the sample catalogue.
+
+The sample catalogue is generated on first use. Its previews are served by a loopback
+preview server that the demo starts (as a label's CDN would serve them), so the
+fetch stage really downloads them over HTTP.
+"""
 from __future__ import annotations
 
-import datetime as dt
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hitpredict.config import Config
-from hitpredict.lake import Lake, TableInfo, open_lake
-from hitpredict.schemas import spark_schema
-from hitpredict.synth.catalogue import SampleCatalogue, ensure_sample_catalogue
+from hitpredict.lake import TableInfo, open_lake
+from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue
+from hitpredict.stages.base import StageReport
+from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
+from hitpredict.testing.preview_server import PreviewServer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -19,49 +26,25 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StageReport:
-    """What one stage did: rows in, rows written, seconds."""
-
-    name: str
-    rows_in: int
-    rows_written: int
-    seconds: float
-    notes: str = ""
-
-
-@dataclass
 class DemoReport:
     stages: list[StageReport] = field(default_factory=list)
     tables: list[TableInfo] = field(default_factory=list)
     samples: dict[str, list[dict]] = field(default_factory=dict)
+    preview_server: str = ""
 
 
-def load_sample_catalogue(sample: SampleCatalogue, lake: Lake, spark: "SparkSession") -> StageReport:
-    """Append the sample's tracks that the ``catalogue`` table does not hold yet."""
-    started = time.monotonic()
-    now = dt.datetime.now(dt.timezone.utc)
-    rows = [
-        {
-            "track_id": r.track_id, "source": "sample", "source_row": i + 1, "title": r.title,
-            "artists": [r.artist], "primary_artist": r.artist, "isrc": r.isrc,
-            "release_date": dt.date.fromisoformat(r.release_date),
-            "audio_uri": str((sample.audio_dir / r.audio_file).resolve()), "preview_url": None,
-            "popularity": r.popularity, "popularity_source": "label", "streams": r.streams,
-            "region": r.region, "genre": "hip hop", "ingested_at": now,
-        }
-        for i, r in enumerate(sample.rows)
-    ]
-    incoming = spark.createDataFrame(rows, spark_schema("catalogue"))
-    new = incoming.join(lake.read("catalogue").select("track_id"), "track_id", "left_anti")
-    written = new.count()
-    if written or not lake.exists("catalogue"):
-        lake.append("catalogue", new, commit_info={"hitpredict.stage": "load_sample"})
-    return StageReport("load_sample", len(rows), written, time.monotonic() - started,
-                       "tracks already in the catalogue are skipped")
+def _start_server(directory, port: int) -> PreviewServer:
+    try:
+        return PreviewServer(directory=directory, port=port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or port == 0:
+            raise
+        log.warning("port %d is busy; serving previews on a free port instead", port)
+        return PreviewServer(directory=directory).start()
 
 
 def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
-    """Generate the sample catalogue (first run only), run the stages, describe the tables."""
+    """Generate the sample (first run only), then ingest, fetch and extract features."""
     report = DemoReport()
     started = time.monotonic()
     sample = ensure_sample_catalogue(
@@ -69,11 +52,23 @@ def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
         seconds=config.sample.seconds, sample_rate=config.audio.sample_rate,
     )
     report.stages.append(StageReport("generate_sample", config.sample.tracks, len(sample.rows),
-                                     time.monotonic() - started, f"MP3s in {sample.audio_dir}"))
+                                     seconds=time.monotonic() - started, notes=f"MP3s in {sample.audio_dir}"))
     lake = open_lake(config.lake, spark)
-    report.stages.append(load_sample_catalogue(sample, lake, spark))
+    # The demo's previews come from its own loopback server: allow that address only.
+    allow = sorted({*config.fetch.allow_hosts, "127.0.0.1"})
+    config = config.model_copy(update={"fetch": config.fetch.model_copy(update={"allow_hosts": allow})})
+    server = _start_server(sample.audio_dir, config.sample.preview_port)
+    try:
+        report.preview_server = server.base_url
+        csv_path = write_catalogue_csv(sample.rows, sample.root / "catalogue_previews.csv", sample.audio_dir,
+                                       preview_base_url=server.base_url, include_audio_uri=False)
+        report.stages.append(ingest_catalogue.run(config, spark, lake, str(csv_path)))
+        report.stages.append(fetch_previews.run(config, spark, lake))
+    finally:
+        server.stop()
+    report.stages.append(extract_features.run(config, spark, lake))
     report.tables = lake.tables()
     for info in report.tables:
-        head = lake.read(info.name).orderBy("track_id").limit(5)
+        head = lake.read(info.name).limit(3)
         report.samples[info.name] = [row.asDict() for row in head.collect()]
     return report

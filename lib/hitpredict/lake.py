@@ -144,8 +144,21 @@ class Lake(ABC):
         """The live rows of ``table`` (an empty DataFrame with its schema if it does not exist)."""
 
     @abstractmethod
-    def append(self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None) -> int | None:
-        """Append ``df`` to ``table`` in one transaction; returns the new version."""
+    def append(
+        self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None,
+        transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
+    ) -> int | None:
+        """Append ``df`` (or ``transform``'s output over ``df``) to ``table`` in one transaction.
+
+        ``transform`` is a ``mapInArrow`` function producing ``transform_schema``; engines
+        that write from the executors run it in the writer's own Python process. Returns
+        the table's version after the write.
+        """
+
+    def scan_groups(self, table: str, rows_per_group: int) -> list["DataFrame"]:
+        """The table's rows as DataFrames over disjoint groups of about ``rows_per_group`` rows,
+        so a long job can commit group by group. This engine gives one group."""
+        return [self.read(table)]
 
     @abstractmethod
     def describe(self, table: str) -> TableInfo | None:
@@ -272,8 +285,34 @@ class DeltaRsLake(Lake):
         rows = int(pc.sum(adds.column("num_records")).as_py() or 0) if "num_records" in adds.column_names else None
         return TableInfo(table, self.location(table), dt.version(), adds.num_rows, rows)
 
-    def append(self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None) -> int | None:
-        return self._write(conform(table, df), None, [table], commit_info)[table]
+    def append(
+        self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None,
+        transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
+    ) -> int | None:
+        if transform is None:
+            return self._write(conform(table, df), None, [table], commit_info)[table]
+        _check_projection(table, transform_schema)
+        return self._write(df, None, [table], commit_info, transform)[table]
+
+    def scan_groups(self, table: str, rows_per_group: int) -> list["DataFrame"]:
+        from deltalake import DeltaTable
+
+        if not self.exists(table):
+            return []
+        dt = DeltaTable(self.location(table))
+        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        base = self.location(table)
+        groups: list[list[str]] = [[]]
+        rows = 0
+        for add in sorted(adds, key=lambda a: a["path"]):
+            if rows >= rows_per_group:
+                groups.append([])
+                rows = 0
+            path = add["path"]
+            groups[-1].append(path if "://" in path or path.startswith("/") else f"{base}/{path}")
+            rows += add.get("num_records") or 0
+        reader = self.spark.read.schema(spark_schema(table))
+        return [reader.parquet(*files) for files in groups if files]
 
     def append_routed(
         self, df: "DataFrame", route_column: str, tables: Sequence[str], commit_info: dict[str, str] | None = None,
@@ -528,7 +567,13 @@ class SparkDeltaLake(Lake):
         df = reader.table(self.location(table)) if self._by_name() else reader.format("delta").load(self.location(table))
         return df.select(*[f.name for f in arrow_schema(table)])
 
-    def append(self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None) -> int | None:
+    def append(
+        self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None,
+        transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
+    ) -> int | None:
+        if transform is not None:
+            df = df.mapInArrow(transform, transform_schema)
+            df = df.select(*[c for c in arrow_schema(table).names if c in df.columns])
         df = conform(table, df)
         writer = df.write.format("delta").mode("append")
         if commit_info:

@@ -188,12 +188,13 @@ CSV_COLUMNS = ["track_id", "title", "artists", "isrc", "release_date", "audio_ur
 
 def write_catalogue_csv(
     rows: Sequence[SyntheticTrack], path: str | os.PathLike[str], audio_dir: str | os.PathLike[str],
-    preview_base_url: str | None = None,
+    preview_base_url: str | None = None, include_audio_uri: bool = True,
 ) -> Path:
     """Write a label-style catalogue CSV.
 
-    ``audio_uri`` points at the local MP3; with ``preview_base_url`` the rows also carry
-    a ``preview_url`` (``<base>/<file>``) as a label's preview links would.
+    ``audio_uri`` points at the local MP3 (left empty with ``include_audio_uri=False``);
+    with ``preview_base_url`` the rows also carry a ``preview_url`` (``<base>/<file>``)
+    as a label's preview links would.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,8 @@ def write_catalogue_csv(
         for r in rows:
             writer.writerow({
                 "track_id": r.track_id, "title": r.title, "artists": r.artist, "isrc": r.isrc,
-                "release_date": r.release_date, "audio_uri": str(audio_dir / r.audio_file),
+                "release_date": r.release_date,
+                "audio_uri": str(audio_dir / r.audio_file) if include_audio_uri else "",
                 "preview_url": f"{preview_base_url.rstrip('/')}/{r.audio_file}" if preview_base_url else "",
                 "popularity": r.popularity, "streams": r.streams, "region": r.region, "genre": "hip hop",
             })

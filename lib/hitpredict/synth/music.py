@@ -190,7 +190,7 @@ def render(style: TrackStyle, sample_rate: int = 22050) -> np.ndarray:
     return (0.89 * np.tanh(mix)).astype(np.float32)
 
 
-AudioFormat = Literal["MP3", "WAV", "FLAC", "OGG"]
+AudioFormat = Literal["MP3", "WAV", "FLAC", "OGG", "M4A"]
 
 
 def write_audio(
@@ -203,10 +203,12 @@ def write_audio(
     """Encode ``samples`` (mono) to ``path``; ``channels=2`` writes a slightly widened stereo file.
 
     Returns the size of the file in bytes. MP3 is encoded by libsndfile (LAME), bundled
-    with the soundfile wheel: no system ffmpeg or lame needed.
+    with the soundfile wheel; M4A (AAC) by PyAV's bundled FFmpeg: no system ffmpeg or lame.
     """
     import soundfile as sf
 
+    if audio_format == "M4A":
+        return _write_m4a(path, samples, sample_rate, channels)
     data = samples
     if channels == 2:
         data = np.stack([samples, np.roll(samples, 7)], axis=1)
@@ -214,4 +216,23 @@ def write_audio(
         raise ValueError(f"channels must be 1 or 2, got {channels}")
     subtype = {"MP3": "MPEG_LAYER_III", "WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[audio_format]
     sf.write(os.fspath(path), data, sample_rate, format=audio_format, subtype=subtype)
+    return os.path.getsize(path)
+
+
+def _write_m4a(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int, channels: int) -> int:
+    import av
+
+    layout = {1: "mono", 2: "stereo"}[channels]
+    data = np.stack([samples] * channels).astype(np.float32)
+    with av.open(os.fspath(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        stream.layout = layout
+        for start in range(0, data.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start:start + 1024]), format="fltp",
+                                               layout=layout)
+            frame.sample_rate = sample_rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return os.path.getsize(path)

@@ -1,0 +1,125 @@
+"""extract_features: every ``ok`` preview without features -> ``features`` (log-mel + summary).
+
+Decoding and the mel math run in the executors' Python workers (one thread each, so
+the same bytes always give bit-identical features); the same process writes the
+Parquet files, so spectrograms never travel back through the JVM. Per-track failures
+(corrupt, empty, too short, silent, unsupported) become ``failed`` rows with their
+error kind: the job never dies on one bad file, and never retries one either.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pyarrow as pa
+
+from hitpredict.config import Config
+from hitpredict.lake import Lake
+from hitpredict.schemas import FEATURES
+from hitpredict.stages.base import StageReport
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+from hitpredict.features import MelParams
+
+log = logging.getLogger(__name__)
+
+
+def features_row(track_id: str, sha256: str | None, audio: bytes | None, params: MelParams,
+                 min_seconds: float) -> dict[str, Any]:
+    """One ``features`` row for one preview: ok with mel and summary, or failed with its kind."""
+    from hitpredict.audio import AudioError, decode_clip
+    from hitpredict.features import encode_mel, log_mel, summary_vector
+
+    row: dict[str, Any] = {
+        "track_id": track_id, "audio_sha256": sha256, "status": "failed", "error_kind": None,
+        "error_detail": None, "duration_s": None, "mel": None, "mel_shape": None, "summary": None,
+        "audio_params": params.to_json(), "extracted_at": dt.datetime.now(dt.timezone.utc),
+    }
+    try:
+        clip = decode_clip(audio or b"", params.sample_rate, params.clip_seconds, min_seconds)
+        row["duration_s"] = clip.duration_s
+        mel_db, power = log_mel(clip.samples, params)
+        row["mel"], row["mel_shape"] = encode_mel(mel_db)
+        row["summary"] = summary_vector(mel_db, power, params).tolist()
+        row["status"] = "ok"
+    except AudioError as err:
+        row["error_kind"], row["error_detail"] = err.kind, err.detail[:500]
+    except Exception as exc:  # noqa: BLE001 - one bad file never kills the job
+        row["error_kind"], row["error_detail"] = "feature_error", f"{type(exc).__name__}: {exc}"[:500]
+    return row
+
+
+class FeatureTask:
+    """The executor side: a picklable ``mapInArrow`` function over (track_id, sha256, audio)."""
+
+    def __init__(self, params: MelParams, min_seconds: float, out_rows: int = 16) -> None:
+        self.params = params
+        self.min_seconds = min_seconds
+        self.out_rows = out_rows
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from threadpoolctl import threadpool_limits
+
+        out: list[dict[str, Any]] = []
+        with threadpool_limits(1):  # Spark runs one task per core; determinism, too
+            for batch in batches:
+                ids, hashes, audios = (batch.column(n).to_pylist() for n in ("track_id", "sha256", "audio"))
+                for track_id, sha, audio in zip(ids, hashes, audios):
+                    out.append(features_row(track_id, sha, audio, self.params, self.min_seconds))
+                    if len(out) >= self.out_rows:
+                        yield pa.RecordBatch.from_pylist(out, schema=FEATURES)
+                        out = []
+        if out:
+            yield pa.RecordBatch.from_pylist(out, schema=FEATURES)
+
+
+def pending_ids(lake: Lake) -> list[str]:
+    """Track ids with an ``ok`` preview and no ``features`` row."""
+    previews = lake.read_columns("previews", ["track_id", "status"])
+    ok = {t for t, s in zip(previews.column("track_id").to_pylist(), previews.column("status").to_pylist())
+          if s == "ok"}
+    done = set(lake.read_columns("features", ["track_id"]).column("track_id").to_pylist())
+    return sorted(ok - done)
+
+
+def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
+    """Extract features for every pending preview, committing group by group."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    started = time.monotonic()
+    since = dt.datetime.now(dt.timezone.utc)
+    report = StageReport("extract_features")
+    params = MelParams.from_config(config.audio)
+    lake.ensure("features")
+    todo = pending_ids(lake)
+    report.rows_in = len(todo)
+    if todo:
+        wanted = F.broadcast(spark.createDataFrame([(t,) for t in todo], "track_id string"))
+        task = FeatureTask(params, config.audio.min_seconds)
+        groups = lake.scan_groups("previews", config.features.commit_every)
+        parallelism = spark.sparkContext.defaultParallelism
+        for number, group in enumerate(groups, start=1):
+            rows = (group.where("status = 'ok'").select("track_id", "sha256", "audio")
+                    .join(wanted, "track_id", "left_semi"))
+            rows = rows.repartition(max(parallelism, rows.rdd.getNumPartitions()))
+            lake.append("features", rows, {"hitpredict.stage": "extract_features"},
+                        transform=task, transform_schema=from_arrow_schema(FEATURES))
+            log.info("extract_features: group %d/%d committed (%.1fs)", number, len(groups),
+                     time.monotonic() - started)
+    recent = lake.read_columns("features", ["status", "error_kind", "extracted_at"])
+    for status, kind, at in zip(*(recent.column(c).to_pylist() for c in ("status", "error_kind", "extracted_at"))):
+        if at is None or at < since:
+            continue
+        if status == "ok":
+            report.ok += 1
+        else:
+            report.count_failure(kind or "unknown")
+    report.notes = f"log-mel {params.n_mels}x{params.frames} float16"
+    report.seconds = time.monotonic() - started
+    return report
