@@ -158,3 +158,20 @@ def test_file_stats_are_delta_stats():
 def test_every_declared_table_has_a_spark_schema():
     for name, schema in TABLES.items():
         assert [f.name for f in spark_schema(name).fields] == schema.names
+
+
+def test_bytes_per_file_bounds_what_a_writer_holds(spark, tmp_path):
+    from hitpredict.config import LakeConfig
+    from hitpredict.lake import DeltaRsLake
+
+    small = DeltaRsLake(LakeConfig(root=str(tmp_path / "lh"), bytes_per_file=4096), spark)
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "20")  # the writer sees many small batches, as a fetch task's output
+    try:
+        small.append("catalogue", catalogue_df(spark, 0, 200, partitions=1))
+    finally:
+        spark.conf.set(key, before)
+    files = DeltaTable(small.location("catalogue")).file_uris()
+    assert len(files) > 3
+    assert small.read("catalogue").count() == 200

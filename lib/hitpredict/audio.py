@@ -54,7 +54,12 @@ def pad_window(samples: np.ndarray, window_samples: int) -> np.ndarray:
 
 
 def _to_mono(data: np.ndarray) -> np.ndarray:
-    return data if data.ndim == 1 else data.mean(axis=1, dtype=np.float32)
+    """Average the channels (a matrix-vector product: numpy's mean over a 2-wide axis is ~10x slower)."""
+    if data.ndim == 1:
+        return data
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0])
+    return data @ np.full(data.shape[1], 1.0 / data.shape[1], dtype=np.float32)
 
 
 def _decode_soundfile(data: bytes, codec: str, window_s: float) -> tuple[np.ndarray, int, float, int, int]:

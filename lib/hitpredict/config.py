@@ -62,8 +62,10 @@ class LakeConfig(_Section):
     #: Databricks Unity Catalog: tables are ``catalog.schema.table`` when both are set.
     catalog: str | None = None
     schema_name: str | None = Field(None, alias="schema")
-    #: Target rows per Parquet data file written by the delta-rs engine.
+    #: A delta-rs data file is closed at this many rows or bytes, whichever comes first;
+    #: the byte bound keeps a writer's memory flat when rows carry audio.
     rows_per_file: int = Field(50_000, ge=1)
+    bytes_per_file: int = Field(64 * 1024 * 1024, ge=1024)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -335,7 +335,8 @@ class DeltaRsLake(Lake):
         folders = {t: pafs.FileSystem.from_uri(loc) for t, loc in locations.items()}
         for fs, base in folders.values():
             fs.create_dir(base, recursive=True)
-        writer = ParquetTaskWriter(locations, route_column, write_id, self.config.rows_per_file, transform)
+        writer = ParquetTaskWriter(locations, route_column, write_id, self.config.rows_per_file, transform,
+                                   self.config.bytes_per_file)
         started = time.monotonic()
         actions: dict[str, list[AddAction]] = {t: [] for t in tables}
         versions: dict[str, int | None] = {}
@@ -376,8 +377,9 @@ class DeltaRsLake(Lake):
 class _TableFiles:
     """One table's rolling Parquet output inside one task."""
 
-    def __init__(self, table: str, table_uri: str, prefix: str, rows_per_file: int) -> None:
+    def __init__(self, table: str, table_uri: str, prefix: str, rows_per_file: int, bytes_per_file: int) -> None:
         self.table = table
+        self.bytes_per_file = bytes_per_file
         self.schema = arrow_schema(table)
         self.fs, self.base = pafs.FileSystem.from_uri(table_uri)
         self.prefix = prefix
@@ -390,22 +392,27 @@ class _TableFiles:
         self.files: list[dict[str, Any]] = []
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
+        self.pending_bytes = 0
 
     def add(self, data: pa.Table) -> None:
         data = data.select(self.schema.names)
         check_not_null(self.table, data)
         self.pending.append(data.cast(self.schema))
         self.pending_rows += data.num_rows
+        self.pending_bytes += data.nbytes
         while self.pending_rows >= self.rows_per_file:
             merged = pa.concat_tables(self.pending)
             self._write(merged.slice(0, self.rows_per_file))
             self.pending = [merged.slice(self.rows_per_file)]
             self.pending_rows -= self.rows_per_file
+            self.pending_bytes = self.pending[0].nbytes
+        if self.pending_bytes >= self.bytes_per_file:
+            self.close()
 
     def close(self) -> None:
         if self.pending_rows:
             self._write(pa.concat_tables(self.pending))
-        self.pending, self.pending_rows = [], 0
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
 
     def _write(self, data: pa.Table) -> None:
         name = f"{self.prefix}-{len(self.files):04d}.snappy.parquet"
@@ -435,10 +442,11 @@ class ParquetTaskWriter:
 
     def __init__(
         self, table_uris: dict[str, str], route_column: str | None, write_id: str, rows_per_file: int,
-        transform: "ArrowTransform | None" = None,
+        transform: "ArrowTransform | None" = None, bytes_per_file: int = 64 * 1024 * 1024,
     ) -> None:
         if route_column is None and len(table_uris) != 1:
             raise ValueError("writing several tables needs a route column")
+        self.bytes_per_file = bytes_per_file
         self.transform = transform
         self.table_uris = table_uris
         self.route_column = route_column
@@ -451,7 +459,8 @@ class ParquetTaskWriter:
         ctx = TaskContext.get()
         task = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
         prefix = f"part-{self.write_id}-{task}-{uuid.uuid4().hex[:8]}"
-        outputs = {t: _TableFiles(t, uri, prefix, self.rows_per_file) for t, uri in self.table_uris.items()}
+        outputs = {t: _TableFiles(t, uri, prefix, self.rows_per_file, self.bytes_per_file)
+                   for t, uri in self.table_uris.items()}
         if self.transform is not None:
             batches = self.transform(batches)
         try:

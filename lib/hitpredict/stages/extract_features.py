@@ -65,6 +65,9 @@ class FeatureTask:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from threadpoolctl import threadpool_limits
 
+        from hitpredict.features import keep_freed_memory
+
+        keep_freed_memory()
         out: list[dict[str, Any]] = []
         with threadpool_limits(1):  # Spark runs one task per core; determinism, too
             for batch in batches:

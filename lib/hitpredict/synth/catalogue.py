@@ -145,22 +145,22 @@ def make_catalogue(
     return rows
 
 
-def _render_one(args: tuple[TrackStyle, str, int]) -> int:
-    style, path, sample_rate = args
+def _render_one(args: tuple[TrackStyle, str, int, int]) -> int:
+    style, path, sample_rate, channels = args
     tmp = f"{path}.part.mp3"
-    write_audio(tmp, render(style, sample_rate), sample_rate, "MP3")
+    write_audio(tmp, render(style, sample_rate), sample_rate, "MP3", channels)
     os.replace(tmp, path)  # never leave a half-written MP3 under the final name
     return os.path.getsize(path)
 
 
 def render_catalogue(
     rows: Sequence[SyntheticTrack], audio_dir: str | os.PathLike[str], sample_rate: int = 22050,
-    workers: int | None = None,
+    workers: int | None = None, channels: int = 1,
 ) -> int:
     """Write each row's MP3 into ``audio_dir`` (skipping files already there); returns how many were written."""
     audio_dir = Path(audio_dir)
     audio_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(r.style, str(audio_dir / r.audio_file), sample_rate) for r in rows
+    todo = [(r.style, str(audio_dir / r.audio_file), sample_rate, channels) for r in rows
             if not (audio_dir / r.audio_file).exists()]
     if not todo:
         return 0
@@ -241,7 +241,7 @@ class SampleCatalogue:
 
 def ensure_sample_catalogue(
     root: str | os.PathLike[str], tracks: int, artists: int, seed: int = 7, seconds: float = 30.0,
-    sample_rate: int = 22050, workers: int | None = None,
+    sample_rate: int = 22050, workers: int | None = None, channels: int = 1,
 ) -> SampleCatalogue:
     """Generate the catalogue under ``root`` unless an identical one is already there.
 
@@ -249,7 +249,8 @@ def ensure_sample_catalogue(
     ``manifest.json`` keyed by the arguments, so a second call is free.
     """
     root = Path(root)
-    params = {"tracks": tracks, "artists": artists, "seed": seed, "seconds": seconds, "sample_rate": sample_rate}
+    params = {"tracks": tracks, "artists": artists, "seed": seed, "seconds": seconds, "sample_rate": sample_rate,
+              "channels": channels}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     manifest = root / "manifest.json"
     rows = tuple(make_catalogue(tracks, artists, seed=seed, seconds=seconds))
@@ -263,7 +264,7 @@ def ensure_sample_catalogue(
         for stale in sample.audio_dir.glob("*.mp3"):  # rendered with other parameters
             stale.unlink()
     started = time.monotonic()
-    written = render_catalogue(rows, sample.audio_dir, sample_rate=sample_rate, workers=workers)
+    written = render_catalogue(rows, sample.audio_dir, sample_rate=sample_rate, workers=workers, channels=channels)
     write_catalogue_csv(rows, sample.csv_path, sample.audio_dir)
     write_truth(rows, root / "truth.jsonl")
     manifest.write_text(json.dumps({"key": key, **params}, indent=2))
