@@ -12,21 +12,25 @@ from hitpredict.spark import local_defaults
 def tiny_config(tmp_path):
     return load_config(None, [
         f"lake.root={tmp_path / 'lakehouse'}", f"sample.dir={tmp_path / 'sample'}",
-        "sample.tracks=6", "sample.artists=3", "sample.seconds=2",
+        "sample.tracks=6", "sample.artists=3", "sample.seconds=6", "sample.preview_port=0",
     ], environ={})
 
 
-def test_demo_loads_the_sample_once_and_describes_the_tables(spark, tmp_path):
+def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
     config = tiny_config(tmp_path)
     first = run_demo(config, spark)
-    assert [s.name for s in first.stages] == ["generate_sample", "load_sample"]
-    assert first.stages[1].rows_written == 6
-    assert [(t.name, t.version, t.rows) for t in first.tables] == [("catalogue", 0, 6)]
-    assert len(first.samples["catalogue"]) == 5
+    assert [s.name for s in first.stages] == ["generate_sample", "ingest_catalogue", "fetch_previews",
+                                              "extract_features"]
+    assert [(s.rows_in, s.ok, s.failed_total) for s in first.stages[1:]] == [(6, 6, 0)] * 3
+    assert first.preview_server.startswith("http://127.0.0.1:")
+    tables = {t.name: t for t in first.tables}
+    assert {n: tables[n].rows for n in ("catalogue", "previews", "features")} == \
+        {"catalogue": 6, "previews": 6, "features": 6}
+    assert all(r["status"] == "ok" for r in first.samples["features"])
 
-    again = run_demo(config, spark)  # idempotent: nothing new to load, no new version
-    assert again.stages[1].rows_written == 0
-    assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == 0
+    again = run_demo(config, spark)  # idempotent: every stage finds nothing to do
+    assert [(s.rows_in, s.ok) for s in again.stages[1:]] == [(6, 0), (0, 0), (0, 0)]
+    assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == tables["catalogue"].version
 
 
 def test_cli_reports_a_bad_override_in_one_line_and_exits_2(capsys):
