@@ -11,20 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
 
 from hitpredict.config import Config
+from hitpredict.features import MelParams
 from hitpredict.lake import Lake
 from hitpredict.schemas import FEATURES
 from hitpredict.stages.base import StageReport
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-from hitpredict.features import MelParams
 
 log = logging.getLogger(__name__)
 
