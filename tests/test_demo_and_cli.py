@@ -12,7 +12,7 @@ from hitpredict.spark import local_defaults
 def tiny_config(tmp_path):
     return load_config(None, [
         f"lake.root={tmp_path / 'lakehouse'}", f"sample.dir={tmp_path / 'sample'}",
-        "sample.tracks=6", "sample.artists=3", "sample.seconds=6", "sample.preview_port=0",
+        "sample.tracks=12", "sample.artists=4", "sample.seconds=6", "sample.preview_port=0",
     ], environ={})
 
 
@@ -20,16 +20,17 @@ def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
     config = tiny_config(tmp_path)
     first = run_demo(config, spark)
     assert [s.name for s in first.stages] == ["generate_sample", "ingest_catalogue", "fetch_previews",
-                                              "extract_features"]
-    assert [(s.rows_in, s.ok, s.failed_total) for s in first.stages[1:]] == [(6, 6, 0)] * 3
+                                              "extract_features", "build_dataset"]
+    assert [(s.rows_in, s.ok, s.failed_total) for s in first.stages[1:]] == [(12, 12, 0)] * 4
     assert first.preview_server.startswith("http://127.0.0.1:")
     tables = {t.name: t for t in first.tables}
-    assert {n: tables[n].rows for n in ("catalogue", "previews", "features")} == \
-        {"catalogue": 6, "previews": 6, "features": 6}
+    assert {n: tables[n].rows for n in ("catalogue", "previews", "features", "examples", "datasets")} == \
+        {"catalogue": 12, "previews": 12, "features": 12, "examples": 12, "datasets": 1}
     assert all(r["status"] == "ok" for r in first.samples["features"])
 
     again = run_demo(config, spark)  # idempotent: every stage finds nothing to do
-    assert [(s.rows_in, s.ok) for s in again.stages[1:]] == [(6, 0), (0, 0), (0, 0)]
+    assert [(s.rows_in, s.ok) for s in again.stages[1:]] == [(12, 0), (0, 0), (0, 0), (12, 0)]
+    assert again.stages[-1].notes.endswith("(up to date)")
     assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == tables["catalogue"].version
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Callable, Sequence
 
 from hitpredict.config import Config, ConfigError, load_config
+from hitpredict.dataset import DatasetError
 from hitpredict.ingest import SourceError
 
 log = logging.getLogger("hitpredict")
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest_catalogue", "ingest a label's CSV/Parquet file or a folder of audio into the catalogue table"),
         ("fetch_previews", "download every catalogue track that has no settled preview yet"),
         ("extract_features", "decode every ok preview without features into log-mel spectrograms"),
+        ("build_dataset", "split tracks by artist and write the examples and statistics of one target"),
         ("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet"),
         ("tables", "list the lake's tables: location, version, files, rows"),
         ("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras"),
@@ -148,6 +150,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "ingest_catalogue": _run_stage("ingest_catalogue"),
     "fetch_previews": _run_stage("fetch_previews"),
     "extract_features": _run_stage("extract_features"),
+    "build_dataset": _run_stage("build_dataset"),
     "sample": cmd_sample,
     "tables": cmd_tables,
     "check-stack": cmd_check_stack,
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](config, args)
-    except SourceError as exc:
+    except (SourceError, DatasetError) as exc:
         print(f"hitpredict: {exc}", file=sys.stderr)
         return 2
     finally:

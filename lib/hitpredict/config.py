@@ -126,6 +126,29 @@ class FeaturesConfig(_Section):
     commit_every: int = Field(1000, ge=1)
 
 
+class DatasetConfig(_Section):
+    """build_dataset: which target, how to split, how to threshold."""
+
+    target: Literal["popular", "popularity", "artist", "region"] = "popular"
+    #: popular = popularity >= this fixed score ...
+    popular_threshold: float | None = Field(39.0, ge=0, le=100)
+    #: ... or >= this quantile of the training split's popularity (set threshold to null).
+    popular_quantile: float | None = Field(None, gt=0, lt=1)
+    artist_top_n: int = Field(20, ge=2)
+    split_fractions: list[float] = Field(default_factory=lambda: [0.7, 0.15, 0.15])
+    seed: int = 13
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetConfig":
+        if len(self.split_fractions) != 3 or any(f <= 0 for f in self.split_fractions) \
+                or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ValueError(f"split_fractions must be three positive numbers (train, validation, test) "
+                             f"summing to 1, got {self.split_fractions}")
+        if (self.popular_threshold is None) == (self.popular_quantile is None):
+            raise ValueError("set exactly one of popular_threshold and popular_quantile")
+        return self
+
+
 class SampleConfig(_Section):
     """The bundled sample catalogue, generated on first use (never downloaded)."""
 
@@ -179,6 +202,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     fetch: FetchConfig = FetchConfig()
     features: FeaturesConfig = FeaturesConfig()
+    dataset: DatasetConfig = DatasetConfig()
     sample: SampleConfig = SampleConfig()
     secrets: SecretsConfig = SecretsConfig()
     #: Where the config came from, for messages; not a key users set.

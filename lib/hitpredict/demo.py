@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hitpredict.config import Config
 from hitpredict.lake import TableInfo, open_lake
-from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue
+from hitpredict.stages import build_dataset, extract_features, fetch_previews, ingest_catalogue
 from hitpredict.stages.base import StageReport
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
 from hitpredict.testing.preview_server import PreviewServer
@@ -44,7 +44,7 @@ def _start_server(directory, port: int) -> PreviewServer:
 
 
 def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
-    """Generate the sample (first run only), then ingest, fetch and extract features."""
+    """Generate the sample (first run only), then ingest, fetch, extract features, build the dataset."""
     report = DemoReport()
     started = time.monotonic()
     sample = ensure_sample_catalogue(
@@ -67,6 +67,7 @@ def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
     finally:
         server.stop()
     report.stages.append(extract_features.run(config, spark, lake))
+    report.stages.append(build_dataset.run(config, spark, lake))
     report.tables = lake.tables()
     for info in report.tables:
         head = lake.read(info.name).limit(3)

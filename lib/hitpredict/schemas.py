@@ -107,6 +107,22 @@ EXAMPLES = pa.schema([
     _f("created_at", TIMESTAMP, nullable=False),
 ])
 
+#: One row per build_dataset run: everything a model needs besides the examples.
+DATASETS = pa.schema([
+    _f("dataset_id", pa.string(), nullable=False),
+    _f("target", pa.string(), nullable=False),
+    _f("threshold", pa.float64()),                      # popular target: popularity >= threshold
+    _f("label_names", pa.list_(pa.string())),           # class index -> name (classification targets)
+    _f("split_counts", pa.string()),                    # JSON: split -> label -> rows
+    _f("mel_mean", pa.list_(pa.float32())),             # per mel band, training split only
+    _f("mel_std", pa.list_(pa.float32())),
+    _f("summary_mean", pa.list_(pa.float32())),
+    _f("summary_std", pa.list_(pa.float32())),
+    _f("mel_shape", pa.list_(pa.int32())),
+    _f("config", pa.string()),                          # JSON of the dataset and audio config
+    _f("created_at", TIMESTAMP, nullable=False),
+])
+
 SCORES = pa.schema([
     _f("track_id", pa.string(), nullable=False),
     _f("model_name", pa.string(), nullable=False),
@@ -128,6 +144,7 @@ TABLES: dict[str, pa.Schema] = {
     "fetch_attempts": FETCH_ATTEMPTS,
     "features": FEATURES,
     "examples": EXAMPLES,
+    "datasets": DATASETS,
     "scores": SCORES,
 }
 

@@ -1,0 +1,153 @@
+"""build_dataset: catalogue + features -> ``examples`` (split, label, spectrogram) + ``datasets``.
+
+Splits and labels are computed on the driver from keys only (track, artist, audio hash,
+popularity); spectrograms are joined on the executors. Normalisation statistics come
+from the training split alone. A build with the same config over the same inputs is
+found in ``datasets`` and not repeated.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from hitpredict.config import Config
+from hitpredict.dataset import (
+    DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, dataset_id, popular_threshold,
+    split_groups,
+)
+from hitpredict.lake import Lake
+from hitpredict.stages.base import StageReport
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+_MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
+                "rows long, summary_total binary, summary_squares binary")
+
+
+def _moments_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side: per-band mel and per-dimension summary moments of one partition."""
+    mel, summary = RunningMoments(), RunningMoments()
+    for batch in batches:
+        for data, shape, vector in zip(*(batch.column(c).to_pylist() for c in ("mel", "mel_shape", "summary"))):
+            frames = np.frombuffer(data, dtype=np.float16).reshape(shape).astype(np.float32)
+            mel.add(frames.T)  # each frame is one observation of every band
+            summary.add(np.asarray(vector, dtype=np.float32)[None, :])
+    if mel.count:
+        yield pa.RecordBatch.from_pylist([{
+            "frames": mel.count, "mel_total": mel.total.tobytes(), "mel_squares": mel.squares.tobytes(),
+            "rows": summary.count, "summary_total": summary.total.tobytes(),
+            "summary_squares": summary.squares.tobytes(),
+        }])
+
+
+def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
+    """Keys, splits and labels of every usable track (driver side, no spectrograms)."""
+    cfg = config.dataset
+    features = lake.read_columns("features", ["track_id", "status", "audio_sha256", "mel_shape"]).to_pandas()
+    features = features[features["status"] == "ok"].drop(columns="status")
+    shape = check_shapes(features["mel_shape"].tolist())
+    catalogue = lake.read_columns("catalogue", ["track_id", "primary_artist", "popularity", "region"]).to_pandas()
+    rows = features.merge(catalogue, on="track_id", how="inner")
+    target = cfg.target
+    if target in ("popular", "popularity"):
+        rows = rows[rows["popularity"].notna()]
+    elif target == "region":
+        rows = rows[rows["region"].notna()]
+    else:
+        top = rows["primary_artist"].dropna().value_counts().head(cfg.artist_top_n).index
+        rows = rows[rows["primary_artist"].isin(top)]
+    if rows.empty:
+        raise DatasetError(f"target {target!r}: no track has both ok features and a {target} value")
+    rows = rows.sort_values("track_id").reset_index(drop=True)
+    if target == "artist":
+        group = rows["track_id"].tolist()  # the label is the artist: group by track instead
+    else:
+        group = [a if isinstance(a, str) and a else f"track:{t}" for a, t in zip(rows["primary_artist"], rows["track_id"])]
+    group = split_groups(group, rows["audio_sha256"].tolist())
+    if target in ("popular", "popularity"):
+        stratum = pd.qcut(rows["popularity"].rank(method="first"), q=min(4, len(rows)), labels=False).astype(str)
+    else:
+        stratum = rows["primary_artist" if target == "artist" else "region"].astype(str)
+    rows["split"] = assign_splits(group, stratum.tolist(), cfg.split_fractions, cfg.seed)
+    meta: dict = {"target": target, "mel_shape": list(shape), "threshold": None, "label_names": None}
+    if target == "popular":
+        threshold = popular_threshold(rows["popularity"], rows["split"], cfg.popular_threshold, cfg.popular_quantile)
+        rows["label"] = (rows["popularity"] >= threshold).astype(float)
+        rows["label_name"] = np.where(rows["label"] > 0, "popular", "not_popular")
+        meta.update(threshold=threshold, label_names=["not_popular", "popular"])
+    elif target == "popularity":
+        rows["label"] = rows["popularity"].astype(float)
+        rows["label_name"] = None
+    else:
+        column = "primary_artist" if target == "artist" else "region"
+        names = sorted(rows[column].unique())
+        rows["label"] = rows[column].map({n: float(i) for i, n in enumerate(names)})
+        rows["label_name"] = rows[column]
+        meta["label_names"] = names
+    check_classes(rows["label"], rows["split"], target)
+    return rows, meta
+
+
+def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
+    """Build the examples of ``config.dataset.target`` unless this exact build exists."""
+    from pyspark.sql import functions as F
+
+    started = time.monotonic()
+    report = StageReport("build_dataset")
+    for table in ("examples", "datasets"):
+        lake.ensure(table)
+    rows, meta = plan(config, lake)
+    report.rows_in = len(rows)
+    settings = {"dataset": config.dataset.model_dump(mode="json"), "audio": config.audio.model_dump(mode="json")}
+    ds_id = dataset_id({**settings, "inputs": list(zip(rows["track_id"], rows["audio_sha256"], rows["split"]))})
+    known = set(lake.read_columns("datasets", ["dataset_id"]).column("dataset_id").to_pylist())
+    counts = {s: rows[rows["split"] == s]["label_name" if meta["label_names"] else "split"].value_counts().to_dict()
+              for s in ("train", "validation", "test")}
+    report.notes = f"{ds_id}, target {meta['target']}: " + ", ".join(
+        f"{s} {int((rows['split'] == s).sum())}" for s in ("train", "validation", "test"))
+    if ds_id in known:
+        report.notes += " (up to date)"
+        report.seconds = time.monotonic() - started
+        return report
+
+    now = dt.datetime.now(dt.timezone.utc)
+    keys = spark.createDataFrame(
+        rows[["track_id", "primary_artist", "split", "label", "label_name"]],
+        "track_id string, primary_artist string, split string, label double, label_name string",
+    )
+    features = lake.read("features").where("status = 'ok'").select("track_id", "audio_sha256", "mel", "mel_shape",
+                                                                  "summary")
+    examples = (features.join(F.broadcast(keys), "track_id")
+                .withColumn("target", F.lit(meta["target"])).withColumn("dataset_id", F.lit(ds_id))
+                .withColumn("created_at", F.lit(now)))
+    lake.append("examples", examples, {"hitpredict.stage": "build_dataset", "hitpredict.dataset": ds_id})
+
+    train = lake.read("examples").where((F.col("dataset_id") == ds_id) & (F.col("split") == "train"))
+    mel, summary = RunningMoments(), RunningMoments()
+    for part in train.select("mel", "mel_shape", "summary").mapInArrow(_moments_task, _MOMENTS_DDL).collect():
+        mel = mel.merge(RunningMoments(part["frames"], np.frombuffer(part["mel_total"]),
+                                       np.frombuffer(part["mel_squares"])))
+        summary = summary.merge(RunningMoments(part["rows"], np.frombuffer(part["summary_total"]),
+                                               np.frombuffer(part["summary_squares"])))
+    mel_mean, mel_std = mel.mean_std()
+    summary_mean, summary_std = summary.mean_std()
+    record = pd.DataFrame([{
+        "dataset_id": ds_id, "target": meta["target"], "threshold": meta["threshold"],
+        "label_names": meta["label_names"], "split_counts": json.dumps(counts, sort_keys=True),
+        "mel_mean": mel_mean.tolist(), "mel_std": mel_std.tolist(), "summary_mean": summary_mean.tolist(),
+        "summary_std": summary_std.tolist(), "mel_shape": meta["mel_shape"], "config": json.dumps(settings),
+        "created_at": now,
+    }])
+    lake.append("datasets", lake.frame("datasets", record), {"hitpredict.stage": "build_dataset"})
+    report.ok = len(rows)
+    report.seconds = time.monotonic() - started
+    return report

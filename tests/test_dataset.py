@@ -1,0 +1,151 @@
+"""build_dataset: artist-grouped splits, identical audio together, training-only statistics, bad input."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hitpredict.config import load_config
+from hitpredict.dataset import (
+    DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, popular_threshold, split_groups,
+)
+from hitpredict.stages import build_dataset
+
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+
+
+def test_shared_audio_merges_groups():
+    groups = split_groups(["a", "b", "c", "d"], ["h1", "h2", "h1", None])
+    assert groups[0] == groups[2] and len({groups[0], groups[1], groups[3]}) == 3
+
+
+def test_assign_splits_keeps_groups_whole_is_reproducible_and_near_the_fractions():
+    rng = np.random.default_rng(0)
+    group = [f"artist{int(i)}" for i in rng.integers(0, 60, 1200)]
+    stratum = [str(int(x)) for x in rng.integers(0, 2, 1200)]
+    splits = assign_splits(group, stratum, (0.7, 0.15, 0.15), seed=5)
+    assert splits == assign_splits(group, stratum, (0.7, 0.15, 0.15), seed=5)
+    frame = pd.DataFrame({"group": group, "split": splits, "stratum": stratum})
+    assert frame.groupby("group")["split"].nunique().max() == 1
+    shares = frame["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.7, abs=0.06) and shares["test"] == pytest.approx(0.15, abs=0.06)
+    by_class = frame.groupby("split")["stratum"].apply(lambda s: (s == "1").mean())
+    assert by_class.max() - by_class.min() < 0.1  # stratified as far as grouping allows
+    assert splits != assign_splits(group, stratum, (0.7, 0.15, 0.15), seed=6)
+
+
+def test_quantile_threshold_ignores_test_rows():
+    popularity = pd.Series([10.0, 20, 30, 40, 90, 95])
+    split = pd.Series(["train", "train", "train", "train", "test", "test"])
+    base = popular_threshold(popularity, split, None, 0.5)
+    assert base == 25.0
+    popularity[4:] = [0.0, 1.0]  # move the test rows: the threshold must not move
+    assert popular_threshold(popularity, split, None, 0.5) == base
+    assert popular_threshold(popularity, split, 39.0, None) == 39.0
+
+
+def test_class_and_shape_checks_say_which_and_how_many():
+    with pytest.raises(DatasetError, match=r"training split is empty \(rows per split: \{'test': 2\}\)"):
+        check_classes(pd.Series([1.0, 0.0]), pd.Series(["test", "test"]), "popular")
+    with pytest.raises(DatasetError, match=r"single class \(1.0 for all 3 rows\)"):
+        check_classes(pd.Series([1.0, 1.0, 1.0]), pd.Series(["train"] * 3), "popular")
+    with pytest.raises(DatasetError, match=r"mixed spectrogram shapes: 3 x \[128, 20\], 1 x \[128, 10\]"):
+        check_shapes([[128, 20]] * 3 + [[128, 10]])
+
+
+def test_running_moments_merge_equals_one_pass():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(3, 2, (50, 4)), rng.normal(3, 2, (70, 4))
+    left, right = RunningMoments(), RunningMoments()
+    left.add(a)
+    right.add(b)
+    mean, std = left.merge(right).mean_std()
+    both = np.vstack([a, b])
+    assert np.allclose(mean, both.mean(0), atol=1e-5) and np.allclose(std, both.std(0), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=True, popularity=None):
+    """Catalogue + ok features rows written straight to the lake (no audio needed)."""
+    rng = np.random.default_rng(2)
+    catalogue, features = [], []
+    for a in range(n_artists):
+        for k in range(per_artist):
+            track = f"t{a:02d}{k}"
+            pop = popularity(a, k) if popularity else float(rng.uniform(0, 100))
+            catalogue.append({"track_id": track, "source": "test", "source_row": None, "title": track,
+                              "artists": [f"artist{a}"], "primary_artist": f"artist{a}", "isrc": None,
+                              "release_date": None, "audio_uri": None, "preview_url": "http://x", "popularity": pop,
+                              "popularity_source": "label", "streams": None, "region": ["N", "S"][a % 2],
+                              "genre": None, "ingested_at": NOW})
+            mel = rng.normal(-30 + pop / 10, 5, shape).astype(np.float16)
+            features.append({"track_id": track, "audio_sha256": f"sha-{track}", "status": "ok", "error_kind": None,
+                             "error_detail": None, "duration_s": 30.0, "mel": mel.tobytes(), "mel_shape": list(shape),
+                             "summary": rng.normal(0, 1, 4).astype(np.float32).tolist(), "audio_params": "{}",
+                             "extracted_at": NOW})
+    if duplicate_audio:  # the same recording released under two artists
+        features[1]["audio_sha256"] = features[per_artist * 5]["audio_sha256"] = "sha-shared"
+    lake.append("catalogue", lake.frame("catalogue", pd.DataFrame(catalogue)))
+    lake.append("features", lake.frame("features", pd.DataFrame(features)))
+    return pd.DataFrame(catalogue), pd.DataFrame(features)
+
+
+def dataset_config(**overrides):
+    return load_config(None, [f"dataset.{k}={v}" for k, v in overrides.items()], environ={})
+
+
+def test_stage_writes_grouped_examples_and_training_only_statistics(spark, lake):
+    _, features = seed_lake(lake)
+    report = build_dataset.run(dataset_config(popular_threshold="null", popular_quantile=0.5), spark, lake)
+    assert report.ok == 72
+    examples = lake.read("examples").toPandas()
+    assert examples.groupby("primary_artist")["split"].nunique().max() == 1       # no artist in two splits
+    assert examples.groupby("audio_sha256")["split"].nunique().max() == 1         # identical audio together
+    assert set(examples["split"]) == {"train", "validation", "test"}
+    record = lake.read_arrow("datasets").to_pylist()[0]
+    train = examples[examples["split"] == "train"]
+    train_pop = lake.read("catalogue").toPandas().set_index("track_id").loc[train["track_id"], "popularity"]
+    assert record["threshold"] == pytest.approx(float(np.quantile(train_pop, 0.5)))
+    assert (examples["label"] == (examples["track_id"].map(
+        lake.read("catalogue").toPandas().set_index("track_id")["popularity"]) >= record["threshold"])).all()
+    mels = np.stack([np.frombuffer(m, np.float16).reshape(16, 8).astype(np.float32) for m in train["mel"]])
+    assert np.allclose(record["mel_mean"], mels.mean(axis=(0, 2)), atol=1e-3)
+    assert np.allclose(record["mel_std"], mels.transpose(1, 0, 2).reshape(16, -1).std(axis=1), atol=1e-3)
+    counts = json.loads(record["split_counts"])
+    assert sum(sum(c.values()) for c in counts.values()) == 72
+
+    again = build_dataset.run(dataset_config(popular_threshold="null", popular_quantile=0.5), spark, lake)
+    assert again.ok == 0 and again.notes.endswith("(up to date)")
+    assert lake.read("examples").count() == 72
+
+
+def test_artist_target_groups_by_track_and_names_the_classes(spark, lake):
+    seed_lake(lake, duplicate_audio=False)
+    build_dataset.run(dataset_config(target="artist", artist_top_n=5), spark, lake)
+    examples = lake.read("examples").toPandas()
+    assert examples["primary_artist"].nunique() == 5
+    assert examples.groupby("primary_artist")["split"].nunique().min() > 1  # artists span splits, tracks do not
+    record = lake.read_arrow("datasets").to_pylist()[0]
+    assert record["label_names"] == sorted(examples["primary_artist"].unique())
+
+
+def test_single_class_target_fails_before_training(spark, lake):
+    seed_lake(lake, popularity=lambda a, k: 80.0)
+    with pytest.raises(DatasetError, match="single class"):
+        build_dataset.run(dataset_config(), spark, lake)
+    assert lake.read("examples").count() == 0
+
+
+def test_mixed_spectrogram_shapes_fail_naming_them(spark, lake):
+    seed_lake(lake, n_artists=2, per_artist=3, duplicate_audio=False)
+    odd = lake.read("features").limit(1).toPandas()
+    odd["track_id"], odd["mel_shape"] = "odd", [[16, 4]]
+    odd["mel"] = [np.zeros((16, 4), np.float16).tobytes()]
+    lake.append("features", lake.frame("features", odd))
+    with pytest.raises(DatasetError, match=r"mixed spectrogram shapes: 6 x \[16, 8\], 1 x \[16, 4\]"):
+        build_dataset.run(dataset_config(), spark, lake)
