@@ -1,0 +1,28 @@
+"""A small 2-D CNN over the log-mel spectrogram."""
+from __future__ import annotations
+
+from typing import Any
+
+from hitpredict.keras_compat import keras
+from hitpredict.models.heads import ModelSpec, head, mel_input
+
+
+def conv_block(x: Any, filters: int, seed: int, name: str, pool: tuple[int, int] = (2, 2)) -> Any:
+    """Conv 3x3 -> batch norm -> ReLU -> max pool."""
+    k = keras()
+    x = k.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                        kernel_initializer=k.initializers.HeNormal(seed=seed), name=f"{name}_conv")(x)
+    x = k.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = k.layers.Activation("relu", name=f"{name}_relu")(x)
+    return k.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool")(x)
+
+
+def build_cnn(spec: ModelSpec, filters: tuple[int, ...] = (16, 32, 64), dropout: float = 0.3) -> Any:
+    k = keras()
+    inputs = mel_input()
+    x = inputs
+    for i, n in enumerate(filters):
+        x = conv_block(x, n, spec.seed + i, f"block{i}")
+    x = k.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = k.layers.Dropout(dropout, seed=spec.seed, name="dropout")(x)
+    return k.Model(inputs, head(spec, x), name="cnn")

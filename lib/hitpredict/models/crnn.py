@@ -1,0 +1,23 @@
+"""CRNN: convolution blocks that pool mostly over frequency, then two GRUs over time
+(the hip-hop study's best model)."""
+from __future__ import annotations
+
+from typing import Any
+
+from hitpredict.keras_compat import keras
+from hitpredict.models.cnn import conv_block
+from hitpredict.models.heads import ModelSpec, head, mel_input
+
+
+def build_crnn(spec: ModelSpec, filters: tuple[int, ...] = (16, 32, 32), units: int = 32) -> Any:
+    k = keras()
+    inputs = mel_input()
+    x = inputs
+    for i, n in enumerate(filters):
+        x = conv_block(x, n, spec.seed + i, f"block{i}", pool=(4 if i < 2 else 2, 2))
+    # (batch, mel', time', channels) -> (batch, time', channels) by averaging what is left of the mel axis
+    x = k.layers.Lambda(lambda t: k.backend.mean(t, axis=1), name="collapse_mel")(x)
+    x = k.layers.GRU(units, return_sequences=True, name="gru1",
+                     kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed))(x)
+    x = k.layers.GRU(units, name="gru2", kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed + 1))(x)
+    return k.Model(inputs, head(spec, x), name="crnn")

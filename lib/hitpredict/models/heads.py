@@ -1,0 +1,63 @@
+"""What a model predicts (its head) and the shapes it reads: shared by every family."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hitpredict.keras_compat import keras
+
+Task = Literal["binary", "regression", "multiclass"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Inputs and output of a model.
+
+    Attributes
+    ----------
+    task : binary (one sigmoid), regression (one linear unit) or multiclass (softmax).
+    n_mels, frames : spectrogram input shape.
+    summary_size : length of the summary vector.
+    n_classes : classes of a multiclass head.
+    seed : initialiser seed, so the same spec trains the same way.
+    """
+
+    task: Task
+    n_mels: int = 128
+    frames: int = 1292
+    summary_size: int = 62
+    n_classes: int = 2
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.task == "multiclass" and self.n_classes < 2:
+            raise ValueError(f"a multiclass head needs at least 2 classes, got {self.n_classes}")
+
+
+def mel_input() -> Any:
+    return keras().Input(shape=(None, None, 1), name="mel")
+
+
+def summary_input(spec: ModelSpec) -> Any:
+    return keras().Input(shape=(spec.summary_size,), name="summary")
+
+
+def head(spec: ModelSpec, features: Any) -> Any:
+    """The output layer for ``spec.task`` on top of ``features``."""
+    k = keras()
+    init = k.initializers.GlorotUniform(seed=spec.seed)
+    if spec.task == "binary":
+        return k.layers.Dense(1, activation="sigmoid", kernel_initializer=init, name="prob")(features)
+    if spec.task == "regression":
+        return k.layers.Dense(1, activation="linear", kernel_initializer=init, name="value")(features)
+    return k.layers.Dense(spec.n_classes, activation="softmax", kernel_initializer=init, name="probs")(features)
+
+
+def loss_and_metrics(spec: ModelSpec) -> tuple[str, list[Any]]:
+    """The loss to compile with and the metrics to watch for ``spec.task``."""
+    k = keras()
+    if spec.task == "binary":
+        return "binary_crossentropy", [k.metrics.AUC(name="auc"), k.metrics.BinaryAccuracy(name="accuracy")]
+    if spec.task == "regression":
+        return "mse", [k.metrics.MeanAbsoluteError(name="mae")]
+    return "sparse_categorical_crossentropy", [k.metrics.SparseCategoricalAccuracy(name="accuracy")]
