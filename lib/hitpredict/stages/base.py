@@ -1,7 +1,23 @@
-"""What every stage reports."""
+"""What every stage shares: its report, and helpers for its executor-side tasks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+
+def record_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema, rows_per_batch: int) -> Iterator[pa.RecordBatch]:
+    """Group row dicts into record batches of ``schema``, ``rows_per_batch`` at a time,
+    so a task hands its output on as it goes instead of holding it all."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        out.append(row)
+        if len(out) >= rows_per_batch:
+            yield pa.RecordBatch.from_pylist(out, schema=schema)
+            out = []
+    if out:
+        yield pa.RecordBatch.from_pylist(out, schema=schema)
 
 
 @dataclass

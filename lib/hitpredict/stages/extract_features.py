@@ -19,7 +19,7 @@ from hitpredict.config import Config
 from hitpredict.features import MelParams
 from hitpredict.lake import Lake
 from hitpredict.schemas import FEATURES
-from hitpredict.stages.base import StageReport
+from hitpredict.stages.base import StageReport, record_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -66,17 +66,15 @@ class FeatureTask:
         from hitpredict.features import keep_freed_memory
 
         keep_freed_memory()
-        out: list[dict[str, Any]] = []
-        with threadpool_limits(1):  # Spark runs one task per core; determinism, too
+
+        def rows() -> Iterator[dict[str, Any]]:
             for batch in batches:
                 ids, hashes, audios = (batch.column(n).to_pylist() for n in ("track_id", "sha256", "audio"))
                 for track_id, sha, audio in zip(ids, hashes, audios):
-                    out.append(features_row(track_id, sha, audio, self.params, self.min_seconds))
-                    if len(out) >= self.out_rows:
-                        yield pa.RecordBatch.from_pylist(out, schema=FEATURES)
-                        out = []
-        if out:
-            yield pa.RecordBatch.from_pylist(out, schema=FEATURES)
+                    yield features_row(track_id, sha, audio, self.params, self.min_seconds)
+
+        with threadpool_limits(1):  # Spark runs one task per core; determinism, too
+            yield from record_batches(rows(), FEATURES, self.out_rows)
 
 
 def pending_ids(lake: Lake) -> list[str]:

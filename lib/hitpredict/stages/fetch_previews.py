@@ -26,7 +26,7 @@ from hitpredict.config import Config, FetchConfig
 from hitpredict.fetch import Fetcher, FetchItem, FetchResult
 from hitpredict.lake import Lake
 from hitpredict.schemas import PREVIEWS
-from hitpredict.stages.base import StageReport
+from hitpredict.stages.base import StageReport, record_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -59,22 +59,18 @@ class FetchTask:
                     runs[row["track_id"]] = int(row["runs"]) + 1
                     yield FetchItem(row["track_id"], row["preview_url"], row["audio_uri"])
 
-        out: list[dict[str, Any]] = []
+        def as_row(result: FetchResult) -> dict[str, Any]:
+            run = runs.pop(result.track_id)
+            return {
+                "track_id": result.track_id, "url": result.url, "audio": result.audio,
+                "content_type": result.content_type, "size_bytes": result.size_bytes, "sha256": result.sha256,
+                "status": result.status, "error_kind": result.error_kind, "error_detail": result.error_detail,
+                "attempts": result.attempts, "run": run, "fetched_at": dt.datetime.now(dt.timezone.utc),
+                "table": "previews" if settles(result, run, self.config.max_runs_per_track) else "fetch_attempts",
+            }
+
         with Fetcher(self.config) as fetcher:
-            for result in fetcher.fetch_all(items()):
-                run = runs.pop(result.track_id)
-                out.append({
-                    "track_id": result.track_id, "url": result.url, "audio": result.audio,
-                    "content_type": result.content_type, "size_bytes": result.size_bytes, "sha256": result.sha256,
-                    "status": result.status, "error_kind": result.error_kind, "error_detail": result.error_detail,
-                    "attempts": result.attempts, "run": run, "fetched_at": dt.datetime.now(dt.timezone.utc),
-                    "table": "previews" if settles(result, run, self.config.max_runs_per_track) else "fetch_attempts",
-                })
-                if len(out) >= self.out_rows:
-                    yield pa.RecordBatch.from_pylist(out, schema=RESULT_SCHEMA)
-                    out = []
-        if out:
-            yield pa.RecordBatch.from_pylist(out, schema=RESULT_SCHEMA)
+            yield from record_batches(map(as_row, fetcher.fetch_all(items())), RESULT_SCHEMA, self.out_rows)
 
 
 def pending_tracks(lake: Lake) -> pd.DataFrame:
