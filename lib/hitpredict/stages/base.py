@@ -1,10 +1,16 @@
 """What every stage shares: its report, and helpers for its executor-side tasks."""
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from hitpredict.lake import Lake
 
 
 def record_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema, rows_per_batch: int) -> Iterator[pa.RecordBatch]:
@@ -38,5 +44,28 @@ class StageReport:
     def failed_total(self) -> int:
         return sum(self.failed.values())
 
+    def add_outcomes(self, outcomes: Counter[tuple[str, str | None]]) -> None:
+        """Count ``ok`` rows as ok and every other status as a failure of its kind."""
+        for (status, kind), n in outcomes.items():
+            if status == "ok":
+                self.ok += n
+            else:
+                self.count_failure(kind or "unknown", n)
+
     def failures_text(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
+def outcomes_since(
+    lake: "Lake", table: str, time_column: str, since: dt.datetime, status: str | None = None,
+) -> Counter[tuple[str, str | None]]:
+    """(status, error kind) counts of the rows of ``table`` written at or after ``since``.
+
+    ``status`` names the status of every row for tables without a status column.
+    """
+    columns = [time_column, "error_kind"] + ([] if status else ["status"])
+    rows = lake.read_columns(table, columns)
+    recent = rows.filter(pc.greater_equal(rows.column(time_column),
+                                          pa.scalar(since, rows.schema.field(time_column).type)))
+    statuses = [status] * recent.num_rows if status else recent.column("status").to_pylist()
+    return Counter(zip(statuses, recent.column("error_kind").to_pylist()))

@@ -19,7 +19,7 @@ from hitpredict.config import Config
 from hitpredict.features import MelParams
 from hitpredict.lake import Lake
 from hitpredict.schemas import FEATURES
-from hitpredict.stages.base import StageReport, record_batches
+from hitpredict.stages.base import StageReport, outcomes_since, record_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -111,14 +111,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
                         transform=task, transform_schema=from_arrow_schema(FEATURES))
             log.info("extract_features: group %d/%d committed (%.1fs)", number, len(groups),
                      time.monotonic() - started)
-    recent = lake.read_columns("features", ["status", "error_kind", "extracted_at"])
-    for status, kind, at in zip(*(recent.column(c).to_pylist() for c in ("status", "error_kind", "extracted_at"))):
-        if at is None or at < since:
-            continue
-        if status == "ok":
-            report.ok += 1
-        else:
-            report.count_failure(kind or "unknown")
+    report.add_outcomes(outcomes_since(lake, "features", "extracted_at", since))
     report.notes = f"log-mel {params.n_mels}x{params.frames} float16"
     report.seconds = time.monotonic() - started
     return report

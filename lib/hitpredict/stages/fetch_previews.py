@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hitpredict.config import Config, FetchConfig
 from hitpredict.fetch import Fetcher, FetchItem, FetchResult
 from hitpredict.lake import Lake
 from hitpredict.schemas import PREVIEWS
-from hitpredict.stages.base import StageReport, record_batches
+from hitpredict.stages.base import StageReport, outcomes_since, record_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -83,13 +82,6 @@ def pending_tracks(lake: Lake) -> pd.DataFrame:
     return todo.sort_values("track_id").reset_index(drop=True)
 
 
-def _outcomes_since(lake: Lake, table: str, since: dt.datetime) -> Counter[tuple[str, str | None]]:
-    rows = lake.read_columns(table, ["fetched_at", "error_kind"] + (["status"] if table == "previews" else []))
-    recent = rows.filter(pc.greater_equal(rows.column("fetched_at"), pa.scalar(since, rows.schema.field("fetched_at").type)))
-    status = recent.column("status").to_pylist() if table == "previews" else ["retry"] * recent.num_rows
-    return Counter(zip(status, recent.column("error_kind").to_pylist()))
-
-
 def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
     """Fetch every pending track, committing every ``fetch.commit_every`` tracks."""
     started = time.monotonic()
@@ -112,15 +104,10 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
                            transform=FetchTask(cfg), transform_schema=from_arrow_schema(RESULT_SCHEMA))
         log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
                  time.monotonic() - started)
-    retry_later: Counter[str] = Counter()
-    for (status, kind), n in (_outcomes_since(lake, "previews", since) + _outcomes_since(lake, "fetch_attempts", since)).items():
-        if status == "ok":
-            report.ok += n
-        elif status == "retry":
-            retry_later[kind or "unknown"] += n
-        else:
-            report.count_failure(kind or "unknown", n)
-    if retry_later:
-        report.notes = "retry next run: " + ", ".join(f"{k} {v}" for k, v in sorted(retry_later.items()))
+    report.add_outcomes(outcomes_since(lake, "previews", "fetched_at", since))
+    retries = outcomes_since(lake, "fetch_attempts", "fetched_at", since, status="retry")
+    if retries:
+        report.notes = "retry next run: " + ", ".join(
+            f"{kind} {n}" for kind, n in sorted((kind or "unknown", n) for (_, kind), n in retries.items()))
     report.seconds = time.monotonic() - started
     return report
