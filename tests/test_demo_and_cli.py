@@ -18,7 +18,7 @@ def tiny_config(tmp_path):
 
 def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
     config = tiny_config(tmp_path)
-    first = run_demo(config, spark)
+    first = run_demo(config, spark, train=False)  # training has its own tests
     assert [s.name for s in first.stages] == ["generate_sample", "ingest_catalogue", "fetch_previews",
                                               "extract_features", "build_dataset"]
     assert [(s.rows_in, s.ok, s.failed_total) for s in first.stages[1:]] == [(12, 12, 0)] * 4
@@ -28,7 +28,7 @@ def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
         {"catalogue": 12, "previews": 12, "features": 12, "examples": 12, "datasets": 1}
     assert all(r["status"] == "ok" for r in first.samples["features"])
 
-    again = run_demo(config, spark)  # idempotent: every stage finds nothing to do
+    again = run_demo(config, spark, train=False)  # idempotent: every stage finds nothing to do
     assert [(s.rows_in, s.ok) for s in again.stages[1:]] == [(12, 0), (0, 0), (0, 0), (12, 0)]
     assert again.stages[-1].notes.endswith("(up to date)")
     assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == tables["catalogue"].version

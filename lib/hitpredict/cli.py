@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("fetch_previews", "download every catalogue track that has no settled preview yet"),
         ("extract_features", "decode every ok preview without features into log-mel spectrograms"),
         ("build_dataset", "split tracks by artist and write the examples and statistics of one target"),
+        ("train_model", "train a model family with Horovod processes on the latest dataset, evaluate, log to MLflow"),
         ("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet"),
         ("tables", "list the lake's tables: location, version, files, rows"),
         ("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras"),
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         _common(cmd)
         if name == "ingest_catalogue":
             cmd.add_argument("path", nargs="?", help="CSV/Parquet file or folder (default: ingest.path)")
+        if name == "train_model":
+            cmd.add_argument("--family", default=None, help="model family (default: train.family)")
+            cmd.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)")
         if name == "check-stack":
             cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
             cmd.add_argument("--num-proc", type=int, default=2)
@@ -84,6 +88,33 @@ def _run_stage(module_name: str):
     return command
 
 
+def print_training(result) -> None:
+    """The evaluation table of one training run, and where its outputs are."""
+    print(f"\n{result.family} ({result.task}) on {result.dataset_id}, {result.num_proc} Horovod processes, "
+          f"{len(result.history.get('loss', []))} epochs, {result.samples_per_s:.1f} training samples/s")
+    rows = [["metric (test split)", result.family, "dummy"], *result.table]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for i, row in enumerate(rows):
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+    registered = f", registered {result.model_name} v{result.model_version}" if result.model_version else ""
+    print(f"model: {result.bundle_dir}\nevaluation (JSON, PNG): {result.evaluation_dir}\n"
+          f"MLflow run {result.run_id}{registered}")
+
+
+def cmd_train_model(config: Config, args: argparse.Namespace) -> int:
+    from hitpredict.lake import open_lake
+    from hitpredict.stages import train_model
+
+    spark = _spark(config)
+    result = train_model.run(config, spark, open_lake(config.lake, spark), family=args.family,
+                             num_proc=args.num_proc)
+    _print_stages([result.report])
+    print_training(result)
+    return 0
+
+
 def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from hitpredict.demo import run_demo
 
@@ -91,6 +122,8 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     report = run_demo(config, _spark(config))
     _print_stages(report.stages)
     _print_tables(report.tables)
+    if report.training is not None:
+        print_training(report.training)
     print(f"\npreviews were served by a loopback server at {report.preview_server}")
     for name, rows in report.samples.items():
         print(f"\nfirst rows of {name}:")
@@ -151,6 +184,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "fetch_previews": _run_stage("fetch_previews"),
     "extract_features": _run_stage("extract_features"),
     "build_dataset": _run_stage("build_dataset"),
+    "train_model": cmd_train_model,
     "sample": cmd_sample,
     "tables": cmd_tables,
     "check-stack": cmd_check_stack,

@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from hitpredict.models import ModelFamily
+
 ENV_PREFIX = "HITPREDICT__"
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -149,6 +151,60 @@ class DatasetConfig(_Section):
         return self
 
 
+class AugmentConfig(_Section):
+    """Training-only augmentation of the spectrogram (validation and test see the full window)."""
+
+    #: Train on a random window of this many frames (None: the whole clip); also speeds training up.
+    crop_frames: int | None = Field(None, ge=8)
+    #: Random gain, uniform in +-gain_db, added to the log-mel before normalisation.
+    gain_db: float = Field(0.0, ge=0, le=24)
+    #: How many time masks per example, each up to time_mask_frames wide (set to the mean).
+    time_masks: int = Field(0, ge=0, le=16)
+    time_mask_frames: int = Field(20, ge=1)
+
+
+class TrainConfig(_Section):
+    """train_model: which family, how many Horovod processes, how long."""
+
+    family: ModelFamily = "crnn"
+    #: Horovod processes (one Spark task each; one GPU each when there are GPUs).
+    num_proc: int = Field(2, ge=1, le=1024)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(16, ge=1)
+    #: Learning rate of one process; the run uses learning_rate * num_proc after warm-up.
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    warmup_epochs: int = Field(1, ge=0)
+    #: Early stopping: epochs without a better validation loss before stopping.
+    patience: int = Field(4, ge=1)
+    seed: int = 13
+    #: Train on this build of ``build_dataset`` (default: the latest build for ``dataset.target``).
+    dataset_id: str | None = None
+    augment: AugmentConfig = AugmentConfig()
+    #: Rank-0 checkpoints and the local copy of every trained model bundle.
+    output_dir: str = "./data/models"
+    #: Where Petastorm materialises the training and validation DataFrames (a URL or a path).
+    petastorm_cache: str = "./data/petastorm"
+    #: Petastorm reader threads per process.
+    reader_workers: int = Field(2, ge=1, le=64)
+    bootstrap_rounds: int = Field(1000, ge=0)
+    #: Training rows (a seeded random sample) whose predictions form the reference
+    #: distribution for percentiles, and how many quantiles of it the model keeps.
+    reference_rows: int = Field(5000, ge=10)
+    reference_points: int = Field(1001, ge=11)
+
+
+class MlflowConfig(_Section):
+    """Experiment tracking and the model registry."""
+
+    #: ``file:./mlruns`` on the embedded default; null uses the platform's own (Databricks workspace).
+    tracking_uri: str | None = "file:./mlruns"
+    registry_uri: str | None = None
+    experiment: str = "hitpredict"
+    #: Registered model name; ``{target}`` becomes the dataset target.
+    model_name: str = "hitpredict-{target}"
+    register_model: bool = True
+
+
 class SampleConfig(_Section):
     """The bundled sample catalogue, generated on first use (never downloaded)."""
 
@@ -203,6 +259,8 @@ class Config(_Section):
     fetch: FetchConfig = FetchConfig()
     features: FeaturesConfig = FeaturesConfig()
     dataset: DatasetConfig = DatasetConfig()
+    train: TrainConfig = TrainConfig()
+    mlflow: MlflowConfig = MlflowConfig()
     sample: SampleConfig = SampleConfig()
     secrets: SecretsConfig = SecretsConfig()
     #: Where the config came from, for messages; not a key users set.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hitpredict.config import Config
 from hitpredict.lake import TableInfo, open_lake
-from hitpredict.stages import build_dataset, extract_features, fetch_previews, ingest_catalogue
+from hitpredict.stages import build_dataset, extract_features, fetch_previews, ingest_catalogue, train_model
 from hitpredict.stages.base import StageReport
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
 from hitpredict.testing.preview_server import PreviewServer
@@ -31,6 +31,7 @@ class DemoReport:
     tables: list[TableInfo] = field(default_factory=list)
     samples: dict[str, list[dict]] = field(default_factory=dict)
     preview_server: str = ""
+    training: "train_model.TrainResult | None" = None
 
 
 def _start_server(directory, port: int) -> PreviewServer:
@@ -43,8 +44,9 @@ def _start_server(directory, port: int) -> PreviewServer:
         return PreviewServer(directory=directory).start()
 
 
-def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
-    """Generate the sample (first run only), then ingest, fetch, extract features, build the dataset."""
+def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoReport:
+    """Generate the sample (first run only), then ingest, fetch, extract features, build the
+    dataset and (with ``train``) train ``train.family`` with ``train.num_proc`` Horovod processes."""
     report = DemoReport()
     started = time.monotonic()
     sample = ensure_sample_catalogue(
@@ -68,6 +70,9 @@ def run_demo(config: Config, spark: "SparkSession") -> DemoReport:
         server.stop()
     report.stages.append(extract_features.run(config, spark, lake))
     report.stages.append(build_dataset.run(config, spark, lake))
+    if train:
+        report.training = train_model.run(config, spark, lake)
+        report.stages.append(report.training.report)
     report.tables = lake.tables()
     for info in report.tables:
         head = lake.read(info.name).limit(3)

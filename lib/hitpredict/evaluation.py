@@ -112,3 +112,45 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] 
         "confusion": confusion_matrix(y_true, pred, labels=list(range(classes))).tolist(),
         "labels": labels or [str(i) for i in range(classes)],
     }
+
+
+def evaluate(task: str, y_true: np.ndarray, prediction: np.ndarray, labels: list[str] | None = None,
+             rounds: int = 1000) -> dict[str, Any]:
+    """The metrics of ``task`` for model outputs ``prediction`` ((n, 1) or (n, classes))."""
+    prediction = np.asarray(prediction, dtype=float)
+    if task == "binary":
+        return binary_metrics(y_true, prediction.reshape(-1), rounds=rounds)
+    if task == "regression":
+        return regression_metrics(y_true, prediction.reshape(-1), rounds=rounds)
+    return multiclass_metrics(y_true, prediction, labels)
+
+
+def baseline_prediction(task: str, train_labels: np.ndarray, n: int, n_classes: int = 2) -> np.ndarray:
+    """What the dummy baseline predicts for every row: the training prior (or mean)."""
+    train_labels = np.asarray(train_labels, dtype=float)
+    if task == "multiclass":
+        prior = np.bincount(train_labels.astype(int), minlength=n_classes) / max(len(train_labels), 1)
+        return np.tile(prior, (n, 1))
+    return np.full((n, 1), float(train_labels.mean()))
+
+
+#: Headline metrics per task, in table order: (key, label, higher is better).
+HEADLINES = {
+    "binary": [("roc_auc", "ROC-AUC", True), ("pr_auc", "PR-AUC", True), ("accuracy", "accuracy", True),
+               ("brier", "Brier", False)],
+    "regression": [("spearman", "Spearman", True), ("mae", "MAE", False), ("mse", "MSE", False)],
+    "multiclass": [("accuracy", "accuracy", True), ("top3_accuracy", "top-3 accuracy", True),
+                   ("macro_f1", "macro-F1", True)],
+}
+
+
+def comparison_rows(task: str, model: dict[str, Any], baseline: dict[str, Any]) -> list[list[str]]:
+    """Rows of the printed table: metric, model (with 95% interval where there is one), dummy."""
+    rows = []
+    for key, label, _ in HEADLINES[task]:
+        value = f"{model[key]:.3f}"
+        interval = model.get(f"{key}_ci95")
+        if interval and all(np.isfinite(interval)):
+            value += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+        rows.append([label, value, f"{baseline[key]:.3f}"])
+    return rows

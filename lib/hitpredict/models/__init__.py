@@ -6,11 +6,21 @@ Every builder takes the same :class:`ModelSpec` and returns an uncompiled Keras 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 from hitpredict.models.heads import ModelSpec
 
-FAMILIES = ("dummy", "logreg", "mlp", "cnn", "crnn", "inception")
+ModelFamily = Literal["dummy", "logreg", "mlp", "cnn", "crnn", "inception"]
+FAMILIES: tuple[str, ...] = get_args(ModelFamily)
+
+
+#: Families that read the summary vector; every other family reads the spectrogram.
+SUMMARY_FAMILIES = ("dummy", "logreg", "mlp")
+
+
+def input_names(family: str) -> tuple[str, ...]:
+    """The named inputs a ``family`` model reads."""
+    return ("summary",) if family in SUMMARY_FAMILIES else ("mel",)
 
 
 def build_model(family: str, spec: ModelSpec) -> Any:
@@ -26,4 +36,4 @@ def build_model(family: str, spec: ModelSpec) -> Any:
     return builders[family](spec)
 
 
-__all__ = ["FAMILIES", "ModelSpec", "build_model"]
+__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model"]

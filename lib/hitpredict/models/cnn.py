@@ -12,7 +12,8 @@ def conv_block(x: Any, filters: int, seed: int, name: str, pool: tuple[int, int]
     k = keras()
     x = k.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                         kernel_initializer=k.initializers.HeNormal(seed=seed), name=f"{name}_conv")(x)
-    x = k.layers.BatchNormalization(name=f"{name}_bn")(x)
+    # momentum 0.9: catalogues are small, so the moving statistics must settle in tens of steps
+    x = k.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     x = k.layers.Activation("relu", name=f"{name}_relu")(x)
     return k.layers.MaxPooling2D(pool, padding="same", name=f"{name}_pool")(x)
 

@@ -1,0 +1,47 @@
+"""Batch prediction on Spark: a model bundle loaded once per task, never per row."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+PREDICTIONS_DDL = "track_id string, label double, prediction array<float>"
+
+
+def _prediction_task(bundle_dir: str, threads: int | None):
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import os
+
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        from hitpredict.train.bundle import ModelBundle
+
+        if threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        bundle = ModelBundle.load(bundle_dir)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            columns = batch.to_pydict()
+            out = bundle.predict(columns["mel"], columns["summary"])
+            yield pa.RecordBatch.from_pydict({
+                "track_id": columns["track_id"], "label": columns.get("label") or [None] * batch.num_rows,
+                "prediction": [row.tolist() for row in out],
+            }, schema=pa.schema([("track_id", pa.string()), ("label", pa.float64()),
+                                 ("prediction", pa.list_(pa.float32()))]))
+
+    return task
+
+
+def predict_examples(df: "DataFrame", bundle_dir: str, threads: int | None = None) -> "DataFrame":
+    """``df`` (track_id, mel, summary[, label]) -> (track_id, label, prediction) with the bundle's model."""
+    if "label" not in df.columns:
+        from pyspark.sql import functions as F
+
+        df = df.withColumn("label", F.lit(None).cast("double"))
+    return df.select("track_id", "mel", "summary", "label").mapInArrow(_prediction_task(bundle_dir, threads),
+                                                                     PREDICTIONS_DDL)

@@ -1,0 +1,271 @@
+"""train_model: examples -> Petastorm -> Horovod-distributed Keras -> evaluation -> MLflow.
+
+The driver checks the dataset before any process starts (empty or single-class
+training split, mixed spectrogram shapes, too few rows to shard), materialises the
+training and validation splits with Petastorm, runs ``num_proc`` Horovod processes,
+then evaluates rank 0's best weights on the test split against the dummy baseline,
+writes JSON and PNGs, saves the model bundle and logs everything to MLflow.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+from hitpredict.config import Config
+from hitpredict.dataset import DatasetError, check_classes, check_shapes
+from hitpredict.evaluation import HEADLINES, baseline_prediction, comparison_rows, evaluate
+from hitpredict.lake import Lake
+from hitpredict.models import ModelSpec, input_names
+from hitpredict.stages.base import StageReport
+from hitpredict.train.plan import TASKS, Augmentation, Normalisation, TrainPlan
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced, for the printed summary and for tests."""
+
+    report: StageReport
+    dataset_id: str = ""
+    family: str = ""
+    task: str = ""
+    num_proc: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    table: list[list[str]] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    samples_per_s: float = 0.0
+    bundle_dir: str = ""
+    evaluation_dir: str = ""
+    run_id: str = ""
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def resolve_dataset(lake: Lake, dataset_id: str | None, target: str) -> dict[str, Any]:
+    """The ``datasets`` row to train on: the one named, or the latest build for ``target``."""
+    lake.ensure("datasets")
+    builds = [r for r in lake.read_arrow("datasets").to_pylist()
+              if (r["dataset_id"] == dataset_id if dataset_id else r["target"] == target)]
+    if not builds:
+        wanted = f"dataset {dataset_id!r}" if dataset_id else f"dataset for target {target!r}"
+        raise DatasetError(f"found no {wanted} in the datasets table; run build_dataset first")
+    return max(builds, key=lambda r: r["created_at"])
+
+
+def check_examples(lake: Lake, record: dict[str, Any], num_proc: int) -> pd.DataFrame:
+    """Refuse, before any process starts, a dataset that cannot be trained on.
+
+    Returns the (split, label) of every example of the dataset.
+    """
+    keys = lake.read_columns("examples", ["dataset_id", "split", "label", "mel_shape"])
+    keys = keys.filter(pc.equal(keys.column("dataset_id"), record["dataset_id"])).to_pandas()
+    check_shapes(keys["mel_shape"].tolist())
+    check_classes(keys["label"], keys["split"], record["target"])
+    counts = keys["split"].value_counts().to_dict()
+    for split in ("train", "validation", "test"):
+        if counts.get(split, 0) < num_proc:
+            raise DatasetError(f"dataset {record['dataset_id']}: the {split} split has {counts.get(split, 0)} rows, "
+                               f"fewer than the {num_proc} training processes that each need a shard "
+                               f"(rows per split: {counts})")
+    return keys[["split", "label"]]
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_proc: int, family: str,
+              checkpoint_dir: str | None, threads: int | None) -> TrainPlan:
+    cfg = config.train
+    task = TASKS[record["target"]]
+    n_mels, frames = (int(v) for v in record["mel_shape"])
+    spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
+                     n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed)
+    a = cfg.augment
+    return TrainPlan(
+        family=family, spec=spec, norm=Normalisation.from_record(record),
+        augment=Augmentation(a.crop_frames, a.gain_db, a.time_masks, a.time_mask_frames),
+        inputs=input_names(family), train_rows=int((keys["split"] == "train").sum()),
+        validation_rows=int((keys["split"] == "validation").sum()), batch_size=cfg.batch_size, epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate, warmup_epochs=cfg.warmup_epochs, patience=cfg.patience, seed=cfg.seed,
+        reader_workers=cfg.reader_workers, checkpoint_dir=checkpoint_dir, threads_per_process=threads,
+    )
+
+
+def _local_threads(spark: "SparkSession", num_proc: int) -> int | None:
+    """On Spark local mode all processes share this machine: split its cores between them."""
+    master = spark.sparkContext.master
+    if not master.startswith("local"):
+        return None
+    return max(1, (os.cpu_count() or 1) // num_proc)
+
+
+def _cache_url(path: str) -> str:
+    return path if "://" in path or path.startswith("dbfs:") else "file://" + str(Path(path).resolve())
+
+
+def _converter(df: "DataFrame", partitions: int, row_bytes: int) -> Any:
+    from petastorm.spark import make_spark_converter
+
+    # Spark writes one or more row groups per file; Petastorm shards by row group, so
+    # every process needs at least one file of its own.
+    rows = df.count()
+    group_bytes = int(min(32 << 20, max(1 << 20, rows * row_bytes // partitions)))
+    return make_spark_converter(df.repartition(partitions), parquet_row_group_size_bytes=group_bytes)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(config: Config, spark: "SparkSession", lake: Lake, family: str | None = None,
+        num_proc: int | None = None) -> TrainResult:
+    """Train ``family`` (default ``train.family``) with ``num_proc`` processes on the dataset."""
+    from pyspark.sql import functions as F
+
+    from hitpredict.keras_compat import use_legacy_keras
+
+    use_legacy_keras()
+    started = time.monotonic()
+    cfg = config.train
+    family = family or cfg.family
+    num_proc = num_proc or cfg.num_proc
+    report = StageReport("train_model")
+    result = TrainResult(report=report, family=family, num_proc=num_proc)
+    record = resolve_dataset(lake, cfg.dataset_id, config.dataset.target)
+    ds_id = result.dataset_id = record["dataset_id"]
+    keys = check_examples(lake, record, num_proc)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    run_dir = Path(cfg.output_dir).resolve() / f"{record['target']}-{family}-{stamp}"
+    plan = make_plan(config, record, keys, num_proc, family, str(run_dir / "checkpoints"),
+                     _local_threads(spark, num_proc))
+    result.task = plan.spec.task
+    report.rows_in = len(keys)
+    log.info("training %s (%s) on %s: %d train / %d validation rows, %d processes", family, plan.spec.task, ds_id,
+             plan.train_rows, plan.validation_rows, num_proc)
+
+    from petastorm.spark import SparkDatasetConverter
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(cfg.petastorm_cache))
+    examples = lake.read("examples").where(F.col("dataset_id") == ds_id)
+    row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
+    converters = []
+    try:
+        for split in ("train", "validation"):
+            df = examples.where(F.col("split") == split).select("mel", "summary", "label")
+            converters.append(_converter(df, 2 * num_proc, row_bytes))
+        from hitpredict.train.launcher import run_processes
+        from hitpredict.train.worker import train_process
+
+        ranks = run_processes(train_process, {"plan": plan, "train_converter": converters[0],
+                                              "validation_converter": converters[1]}, num_proc)
+    finally:
+        for converter in converters:
+            converter.delete()
+    first = ranks[0]
+    result.history = first["history"]
+    result.samples_per_s = samples_per_second(ranks)
+
+    # ---------------------------------------------------------------- bundle, evaluation
+    from hitpredict.models import build_model
+    from hitpredict.predict import predict_examples
+    from hitpredict.train.bundle import ModelBundle, reference_quantiles
+
+    model = build_model(family, plan.spec)
+    model.set_weights(first["weights"])
+    bundle = ModelBundle(
+        family=family, spec=plan.spec, target=record["target"], audio=json.loads(record["config"])["audio"],
+        norm=plan.norm, inputs=plan.inputs, dataset_id=ds_id, threshold=record["threshold"],
+        label_names=record["label_names"], model=model,
+    )
+    bundle_dir = run_dir / "model"
+    bundle.save(bundle_dir)
+    threads = _local_threads(spark, spark.sparkContext.defaultParallelism)
+    test = predict_examples(examples.where(F.col("split") == "test"), str(bundle_dir), threads).toPandas()
+    test = test.sort_values("track_id").reset_index(drop=True)
+    reference = predict_examples(examples.where(F.col("split") == "train").orderBy(F.rand(cfg.seed))
+                                 .limit(cfg.reference_rows), str(bundle_dir), threads).toPandas()
+    y_test, test_pred = test["label"].to_numpy(), np.stack(test["prediction"].to_numpy())
+    if plan.spec.task != "multiclass":
+        bundle.reference = reference_quantiles(np.stack(reference["prediction"].to_numpy())[:, 0],
+                                               cfg.reference_points)
+    train_labels = keys.loc[keys["split"] == "train", "label"].to_numpy()
+    labels = record["label_names"]
+    result.metrics = evaluate(plan.spec.task, y_test, test_pred, labels, cfg.bootstrap_rounds)
+    result.baseline = evaluate(plan.spec.task, y_test, baseline_prediction(
+        plan.spec.task, train_labels, len(y_test), plan.spec.n_classes), labels, cfg.bootstrap_rounds)
+    result.table = comparison_rows(plan.spec.task, result.metrics, result.baseline)
+    bundle.metrics = {k: result.metrics[k] for k, _, _ in HEADLINES[plan.spec.task]}
+    bundle.save(bundle_dir)
+    result.bundle_dir = str(bundle_dir)
+    evaluation_dir = run_dir / "evaluation"
+    write_evaluation(evaluation_dir, result, test, train_labels)
+    result.evaluation_dir = str(evaluation_dir)
+
+    # ---------------------------------------------------------------- tracking
+    from hitpredict.train.tracking import log_run
+
+    params = {**plan.as_params(), "dataset_id": ds_id, "num_proc": num_proc, "target": record["target"]}
+    flat = {f"test_{k}": result.metrics[k] for k, _, _ in HEADLINES[plan.spec.task]}
+    flat.update({f"dummy_{k}": result.baseline[k] for k, _, _ in HEADLINES[plan.spec.task]})
+    flat["train_samples_per_s"] = result.samples_per_s
+    logged = log_run(config.mlflow, f"{family}-{record['target']}", params, result.history,
+                     {k: v for k, v in flat.items() if np.isfinite(v)}, evaluation_dir, bundle_dir,
+                     config.mlflow.model_name.format(target=record["target"]))
+    result.run_id, result.model_name, result.model_version = logged.run_id, logged.registered_name, logged.version
+    report.ok = plan.train_rows
+    report.seconds = time.monotonic() - started
+    headline = HEADLINES[plan.spec.task][0]
+    report.notes = (f"{family} on {ds_id}: test {headline[1]} {result.metrics[headline[0]]:.3f} "
+                    f"(dummy {result.baseline[headline[0]]:.3f}), {len(result.history.get('loss', []))} epochs, "
+                    f"{result.samples_per_s:.1f} samples/s; MLflow run {logged.run_id}")
+    return result
+
+
+def samples_per_second(ranks: list[dict[str, Any]]) -> float:
+    """Training samples per second of all processes together (first epoch, which pays
+    graph tracing and reader start-up, left out when there are more)."""
+    rates = []
+    for r in ranks:
+        seconds = r["epoch_seconds"][1:] or r["epoch_seconds"]
+        rates.append(r["samples_per_epoch"] / float(np.median(seconds)) if seconds else 0.0)
+    return float(sum(rates))
+
+
+def write_evaluation(directory: Path, result: TrainResult, test: pd.DataFrame, train_labels: np.ndarray) -> None:
+    """metrics.json, test_predictions.csv and the plots of one run."""
+    from hitpredict.train import plots
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(
+        {"dataset_id": result.dataset_id, "family": result.family, "task": result.task, "model": result.metrics,
+         "dummy": result.baseline, "history": result.history}, indent=2, default=float))
+    table = pd.DataFrame({"track_id": test["track_id"], "label": test["label"]})
+    predictions = np.stack(test["prediction"].to_numpy())
+    for i in range(predictions.shape[1]):
+        table[f"prediction_{i}"] = predictions[:, i]
+    table.to_csv(directory / "test_predictions.csv", index=False, float_format="%.9g")
+    plots.history_plot(result.history, directory / "history.png")
+    if result.task == "binary":
+        plots.calibration_plot(result.metrics["calibration"], float(np.mean(train_labels)),
+                               directory / "calibration.png")
+    elif result.task == "multiclass":
+        plots.confusion_plot(result.metrics["confusion"], result.metrics["labels"], directory / "confusion.png")
+    else:
+        plots.regression_plot(test["label"].to_numpy(), predictions[:, 0], directory / "predictions.png")

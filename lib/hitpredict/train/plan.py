@@ -1,0 +1,73 @@
+"""What one training process needs, as plain data: picklable, no TensorFlow imported."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hitpredict.models import ModelSpec
+
+#: dataset target -> model task
+TASKS = {"popular": "binary", "popularity": "regression", "artist": "multiclass", "region": "multiclass"}
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-band mel and per-dimension summary statistics of the training split."""
+
+    mel_mean: list[float]
+    mel_std: list[float]
+    summary_mean: list[float]
+    summary_std: list[float]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Normalisation":
+        return cls(*(list(map(float, record[k])) for k in ("mel_mean", "mel_std", "summary_mean", "summary_std")))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    crop_frames: int | None = None
+    gain_db: float = 0.0
+    time_masks: int = 0
+    time_mask_frames: int = 20
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """One training run, as every Horovod process sees it."""
+
+    family: str
+    spec: ModelSpec
+    norm: Normalisation
+    augment: Augmentation
+    inputs: tuple[str, ...]          # model input names: "mel" and/or "summary"
+    train_rows: int
+    validation_rows: int
+    batch_size: int
+    epochs: int
+    learning_rate: float             # of one process; scaled by the number of processes
+    warmup_epochs: int
+    patience: int
+    seed: int
+    reader_workers: int = 2
+    checkpoint_dir: str | None = None
+    threads_per_process: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def steps_per_epoch(self, size: int) -> int:
+        """Batches per process per epoch so that the processes together see the split once."""
+        return max(1, math.ceil(self.train_rows / (self.batch_size * size)))
+
+    def validation_steps(self, size: int) -> int:
+        return max(1, math.ceil(self.validation_rows / (self.batch_size * size)))
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat parameters for experiment tracking."""
+        params = {"family": self.family, "task": self.spec.task, "n_mels": self.spec.n_mels,
+                  "frames": self.spec.frames, "n_classes": self.spec.n_classes, "train_rows": self.train_rows,
+                  "validation_rows": self.validation_rows, "batch_size": self.batch_size, "epochs": self.epochs,
+                  "learning_rate": self.learning_rate, "warmup_epochs": self.warmup_epochs,
+                  "patience": self.patience, "seed": self.seed}
+        params.update({f"augment_{k}": v for k, v in asdict(self.augment).items()})
+        return params

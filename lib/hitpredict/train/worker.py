@@ -1,0 +1,150 @@
+"""The body of one Horovod training process (runs inside a Spark task, or a HorovodRunner process).
+
+Each process reads its own shard of the Petastorm-materialised training and validation
+DataFrames, decodes spectrograms in the tf.data pipeline, and trains the same Keras
+model: the optimizer averages gradients across processes, rank 0's initial weights are
+broadcast, the learning rate is scaled by the number of processes after a warm-up,
+metrics are averaged across ranks before early stopping sees them, and only rank 0
+writes checkpoints. Rank 0 returns the best weights and the history.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from hitpredict.train.plan import TrainPlan
+
+log = logging.getLogger(__name__)
+
+
+def _label_fn(task: str) -> Any:
+    import tensorflow as tf
+
+    if task == "multiclass":
+        return lambda label: tf.cast(label, tf.int32)
+    return lambda label: tf.reshape(tf.cast(label, tf.float32), (-1, 1))
+
+
+def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
+    """Petastorm batches (namedtuples of columns) -> (named model inputs, labels)."""
+    from hitpredict.train.inputs import model_inputs
+
+    label = _label_fn(plan.spec.task)
+    augment = plan.augment if training else None
+    seed = plan.seed + 7919 * rank
+
+    def convert(batch: Any) -> Any:
+        return model_inputs(batch.mel, batch.summary, plan.inputs, plan.spec.n_mels, plan.spec.frames, plan.norm,
+                            augment, seed), label(batch.label)
+
+    import tensorflow as tf
+
+    return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def _pin_device(hvd: Any, threads: int | None) -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+        return f"GPU {hvd.local_rank() % len(gpus)}"
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+    return "CPU"
+
+
+class _Throughput:
+    """Keras callback: training-only seconds of each epoch (validation excluded)."""
+
+    def __init__(self) -> None:
+        from hitpredict.keras_compat import keras
+
+        class Callback(keras().callbacks.Callback):
+            def __init__(inner) -> None:
+                super().__init__()
+                inner.seconds: list[float] = []
+                inner._start = 0.0
+                inner._open = False
+
+            def on_epoch_begin(inner, epoch: int, logs: Any = None) -> None:
+                inner._start, inner._open = time.perf_counter(), True
+
+            def _close(inner) -> None:
+                if inner._open:
+                    inner.seconds.append(time.perf_counter() - inner._start)
+                    inner._open = False
+
+            def on_test_begin(inner, logs: Any = None) -> None:
+                inner._close()
+
+            def on_epoch_end(inner, epoch: int, logs: Any = None) -> None:
+                inner._close()
+
+        self.callback = Callback()
+
+
+def train_process(plan: TrainPlan, train_converter: Any, validation_converter: Any) -> dict[str, Any]:
+    """Train ``plan`` as one Horovod process; rank 0 returns weights, history and timings."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from hitpredict.keras_compat import horovod_keras, keras
+
+    hvd = horovod_keras()
+    hvd.init()
+    import tensorflow as tf
+
+    device = _pin_device(hvd, plan.threads_per_process)
+    rank, size = hvd.rank(), hvd.size()
+    tf.random.set_seed(plan.seed + rank)
+    from hitpredict.models import build_model
+    from hitpredict.models.heads import loss_and_metrics
+
+    k = keras()
+    model = build_model(plan.family, plan.spec)
+    loss, metrics = loss_and_metrics(plan.spec)
+    scaled_lr = plan.learning_rate * size
+    optimizer = hvd.DistributedOptimizer(k.optimizers.Adam(learning_rate=scaled_lr))
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    steps, validation_steps = plan.steps_per_epoch(size), plan.validation_steps(size)
+    throughput = _Throughput()
+    callbacks: list[Any] = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),  # before early stopping: every rank decides alike
+    ]
+    if plan.warmup_epochs and size > 1:
+        callbacks.append(hvd.callbacks.LearningRateWarmupCallback(
+            initial_lr=scaled_lr, warmup_epochs=plan.warmup_epochs, steps_per_epoch=steps, verbose=0))
+    callbacks += [
+        k.callbacks.EarlyStopping(monitor="val_loss", patience=plan.patience, restore_best_weights=True),
+        throughput.callback,
+    ]
+    if rank == 0 and plan.checkpoint_dir:
+        os.makedirs(plan.checkpoint_dir, exist_ok=True)
+        callbacks.append(k.callbacks.ModelCheckpoint(
+            os.path.join(plan.checkpoint_dir, "best.weights.h5"), monitor="val_loss", save_best_only=True,
+            save_weights_only=True))
+    reader = {"cur_shard": rank, "shard_count": size, "workers_count": plan.reader_workers}
+    started = time.perf_counter()
+    with train_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None,
+                                         shuffling_queue_capacity=4 * plan.batch_size, seed=plan.seed + rank,
+                                         **reader) as train_batches, \
+            validation_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None, **reader) as val_batches:
+        history = model.fit(
+            tf_dataset(train_batches, plan, True, rank), steps_per_epoch=steps, epochs=plan.epochs,
+            validation_data=tf_dataset(val_batches, plan, False, rank), validation_steps=validation_steps,
+            callbacks=callbacks, verbose=0,
+        )
+    result: dict[str, Any] = {
+        "rank": rank, "size": size, "device": device, "seconds": time.perf_counter() - started,
+        "epoch_seconds": throughput.callback.seconds, "steps_per_epoch": steps,
+        "samples_per_epoch": steps * plan.batch_size,
+    }
+    if rank == 0:
+        result["history"] = {key: [float(v) for v in values] for key, values in history.history.items()}
+        result["weights"] = model.get_weights()
+    return result
