@@ -122,13 +122,13 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     report = run_demo(config, _spark(config))
     _print_stages(report.stages)
     _print_tables(report.tables)
-    if report.training is not None:
-        print_training(report.training)
     print(f"\npreviews were served by a loopback server at {report.preview_server}")
     for name, rows in report.samples.items():
         print(f"\nfirst rows of {name}:")
         for row in rows:
             print("  ", {k: _short(v) for k, v in row.items() if k not in ("audio", "mel")})
+    if report.training is not None:
+        print_training(report.training)
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -21,6 +21,7 @@ from types import ModuleType
 def use_legacy_keras() -> None:
     """Select Keras 2 for this process and the processes it starts."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no CUDA-plugin noise on CPU machines
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,8 +49,9 @@ class ModelBundle:
 
     # ----------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "model"}
-        data["inputs"] = list(self.inputs)
+        # not asdict(self): that would deep-copy the Keras model too
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        data.update(spec=asdict(self.spec), norm=asdict(self.norm), inputs=list(self.inputs))
         return data
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

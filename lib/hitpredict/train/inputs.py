@@ -65,8 +65,8 @@ def augment_mel(mel: Any, augment: Augmentation, seed: int) -> tuple[Any, Any]:
         mask = tf.zeros_like(mel, dtype=tf.bool)
         for i in range(augment.time_masks):
             width = tf.random.uniform((batch, 1, 1), 0, augment.time_mask_frames + 1, dtype=tf.int32, seed=seed + 2 + i)
-            start = tf.random.uniform((batch, 1, 1), 0, tf.maximum(frames - width, 1), dtype=tf.int32,
-                                      seed=seed + 100 + i)
+            room = tf.cast(tf.maximum(frames - width, 0) + 1, tf.float32)  # per clip: where the mask fits
+            start = tf.cast(tf.random.uniform((batch, 1, 1), seed=seed + 100 + i) * room, tf.int32)
             mask = mask | ((position >= start) & (position < start + width))
     return mel, mask
 

@@ -1,0 +1,87 @@
+"""The tf.data input functions: decoding stored bytes, normalising, training-only augmentation."""
+from __future__ import annotations
+
+import numpy as np
+
+from hitpredict.train.inputs import model_inputs
+from hitpredict.train.plan import Augmentation, Normalisation
+
+N_MELS, FRAMES = 8, 40
+
+
+def stored(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    mels = rng.normal(-30, 6, (n, N_MELS, FRAMES)).astype(np.float16)
+    return mels, np.array([m.tobytes() for m in mels], dtype=object), rng.normal(0, 1, (n, 3)).astype(np.float32)
+
+
+NORM = Normalisation(mel_mean=list(np.linspace(-35, -25, N_MELS)), mel_std=[6.0] * N_MELS,
+                     summary_mean=[1.0, 0.0, -1.0], summary_std=[2.0, 1.0, 0.0])
+
+
+def test_decode_and_normalise_match_numpy():
+    mels, raw, summary = stored()
+    out = model_inputs(raw, summary, ("mel", "summary"), N_MELS, FRAMES, NORM)
+    expected = (mels.astype(np.float32) - np.asarray(NORM.mel_mean, np.float32)[None, :, None]) / 6.0
+    assert out["mel"].shape == (4, N_MELS, FRAMES, 1)
+    assert np.allclose(out["mel"].numpy()[..., 0], expected, atol=1e-5)
+    # a zero std (a constant summary dimension) is floored, never a division by zero
+    assert np.isfinite(out["summary"].numpy()).all()
+    assert np.allclose(out["summary"].numpy()[:, 0], (summary[:, 0] - 1.0) / 2.0, atol=1e-6)
+
+
+def test_only_the_inputs_a_model_reads_are_built():
+    _, raw, summary = stored()
+    assert set(model_inputs(raw, summary, ("summary",), N_MELS, FRAMES, NORM)) == {"summary"}
+
+
+def test_augmentation_crops_shifts_gain_and_masks_time():
+    mels, raw, summary = stored(n=16)
+    plain = model_inputs(raw, summary, ("mel",), N_MELS, FRAMES, NORM)["mel"].numpy()[..., 0]
+    cropped = model_inputs(raw, summary, ("mel",), N_MELS, FRAMES, NORM, Augmentation(crop_frames=10), seed=3)
+    window = cropped["mel"].numpy()[..., 0]
+    assert window.shape == (16, N_MELS, 10)
+    starts = [s for s in range(FRAMES - 9) if np.allclose(plain[:, :, s:s + 10], window, atol=1e-5)]
+    assert len(starts) == 1  # one window of the original, the same for the whole batch
+
+    gained = model_inputs(raw, summary, ("mel",), N_MELS, FRAMES, NORM, Augmentation(gain_db=6.0), seed=3)
+    shift = (gained["mel"].numpy()[..., 0] - plain) * 6.0  # back to dB
+    per_clip = shift.reshape(16, -1)
+    assert np.allclose(per_clip, per_clip[:, :1], atol=1e-3)  # one gain per clip, over all bands and frames
+    assert np.abs(per_clip[:, 0]).max() <= 6.0 + 1e-3 and np.ptp(per_clip[:, 0]) > 0.5
+
+    masked = model_inputs(raw, summary, ("mel",), N_MELS, FRAMES, NORM,
+                          Augmentation(time_masks=2, time_mask_frames=8), seed=3)["mel"].numpy()[..., 0]
+    zero_frames = np.all(masked == 0, axis=1)  # (clips, frames): whole frames set to the mean
+    assert zero_frames.any() and zero_frames.sum(axis=1).max() <= 16
+    assert np.allclose(masked[~np.broadcast_to(zero_frames[:, None, :], masked.shape)],
+                       plain[~np.broadcast_to(zero_frames[:, None, :], plain.shape)], atol=1e-5)
+
+
+def test_augmentation_runs_inside_a_tf_data_pipeline():
+    """Training applies it in graph mode (tf.data.map), where shapes are unknown."""
+    import tensorflow as tf
+
+    _, raw, summary = stored(n=12)
+    augment = Augmentation(crop_frames=16, gain_db=3.0, time_masks=2, time_mask_frames=4)
+    data = tf.data.Dataset.from_tensor_slices((raw.astype(bytes), summary)).batch(5).map(
+        lambda r, s: model_inputs(r, s, ("mel", "summary"), N_MELS, FRAMES, NORM, augment, seed=1))
+    shapes = [tuple(batch["mel"].shape) for batch in data]
+    assert shapes == [(5, N_MELS, 16, 1), (5, N_MELS, 16, 1), (2, N_MELS, 16, 1)]
+
+
+def test_every_family_saves_and_reloads_as_a_bundle(tmp_path):
+    """Families with Lambda layers (dummy, crnn, inception) must survive save and load too."""
+    from hitpredict.models import FAMILIES, ModelSpec, build_model, input_names
+    from hitpredict.train.bundle import ModelBundle
+
+    spec = ModelSpec("binary", n_mels=N_MELS, frames=FRAMES, summary_size=3)
+    _, raw, summary = stored(n=3)
+    for family in FAMILIES:
+        bundle = ModelBundle(family=family, spec=spec, target="popular", audio={"n_mels": N_MELS}, norm=NORM,
+                             inputs=input_names(family), dataset_id="ds-x", threshold=39.0,
+                             label_names=["not_popular", "popular"], model=build_model(family, spec))
+        before = bundle.predict(list(raw), summary.tolist())
+        again = ModelBundle.load(bundle.save(tmp_path / family))
+        assert again.family == family and again.threshold == 39.0 and again.norm == NORM
+        assert np.array_equal(again.predict(list(raw), summary.tolist()), before)
