@@ -98,25 +98,14 @@ def petastorm_rate(spark, lake, config, record, num_proc: int) -> tuple[float, o
     """Samples/s of ``num_proc`` Petastorm-fed Horovod processes, via train_model's own pieces."""
     from pyspark.sql import functions as F
 
-    from hitpredict.stages.train_model import _cache_url, _converter, _local_threads, check_examples, make_plan
-    from hitpredict.stages.train_model import samples_per_second
-    from hitpredict.train.launcher import run_processes
-    from hitpredict.train.worker import train_process
-    from petastorm.spark import SparkDatasetConverter
+    from hitpredict.stages.train_model import (
+        _local_threads, check_examples, make_plan, samples_per_second, train_on_processes,
+    )
 
     keys = check_examples(lake, record, num_proc)
     plan = make_plan(config, record, keys, num_proc, config.train.family, None, _local_threads(spark, num_proc))
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(config.train.petastorm_cache))
     examples = lake.read("examples").where(F.col("dataset_id") == record["dataset_id"])
-    row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 264
-    converters = [_converter(examples.where(F.col("split") == s).select("mel", "summary", "label"), 2 * num_proc,
-                             row_bytes) for s in ("train", "validation")]
-    try:
-        ranks = run_processes(train_process, {"plan": plan, "train_converter": converters[0],
-                                              "validation_converter": converters[1]}, num_proc)
-    finally:
-        for c in converters:
-            c.delete()
+    ranks = train_on_processes(spark, examples, plan, num_proc, config.train.petastorm_cache)
     return samples_per_second(ranks), plan
 
 

@@ -131,6 +131,30 @@ def _converter(df: "DataFrame", partitions: int, row_bytes: int) -> Any:
     return make_spark_converter(df.repartition(partitions), parquet_row_group_size_bytes=group_bytes)
 
 
+def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: TrainPlan, num_proc: int,
+                       petastorm_cache: str) -> list[dict[str, Any]]:
+    """Materialise the train and validation rows of ``examples`` with Petastorm and train
+    ``plan`` in ``num_proc`` Horovod processes; one result per rank, rank 0 first."""
+    from petastorm.spark import SparkDatasetConverter
+    from pyspark.sql import functions as F
+
+    from hitpredict.train.launcher import run_processes
+    from hitpredict.train.worker import train_process
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(petastorm_cache))
+    row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
+    converters = []
+    try:
+        for split in ("train", "validation"):
+            df = examples.where(F.col("split") == split).select("mel", "summary", "label")
+            converters.append(_converter(df, 2 * num_proc, row_bytes))
+        return run_processes(train_process, {"plan": plan, "train_converter": converters[0],
+                                             "validation_converter": converters[1]}, num_proc)
+    finally:
+        for converter in converters:
+            converter.delete()
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -160,24 +184,8 @@ def run(config: Config, spark: "SparkSession", lake: Lake, family: str | None = 
     log.info("training %s (%s) on %s: %d train / %d validation rows, %d processes", family, plan.spec.task, ds_id,
              plan.train_rows, plan.validation_rows, num_proc)
 
-    from petastorm.spark import SparkDatasetConverter
-
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(cfg.petastorm_cache))
     examples = lake.read("examples").where(F.col("dataset_id") == ds_id)
-    row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
-    converters = []
-    try:
-        for split in ("train", "validation"):
-            df = examples.where(F.col("split") == split).select("mel", "summary", "label")
-            converters.append(_converter(df, 2 * num_proc, row_bytes))
-        from hitpredict.train.launcher import run_processes
-        from hitpredict.train.worker import train_process
-
-        ranks = run_processes(train_process, {"plan": plan, "train_converter": converters[0],
-                                              "validation_converter": converters[1]}, num_proc)
-    finally:
-        for converter in converters:
-            converter.delete()
+    ranks = train_on_processes(spark, examples, plan, num_proc, cfg.petastorm_cache)
     first = ranks[0]
     result.history = first["history"]
     result.samples_per_s = samples_per_second(ranks)
