@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 from hitpredict.config import Config, ConfigError, load_config
 from hitpredict.dataset import DatasetError
 from hitpredict.ingest import SourceError
+from hitpredict.scoring.scorer import ScoreError
+from hitpredict.train.bundle import BundleError
 
 log = logging.getLogger("hitpredict")
 
@@ -31,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("extract_features", "decode every ok preview without features into log-mel spectrograms"),
         ("build_dataset", "split tracks by artist and write the examples and statistics of one target"),
         ("train_model", "train a model family with Horovod processes on the latest dataset, evaluate, log to MLflow"),
+        ("score_catalogue", "score every track with features and no score yet for the chosen model versions"),
+        ("score_folder", "score a folder of audio files: ingest -> features -> scores, with the models' audio"),
+        ("score", "score one audio file without Spark and print its scores"),
+        ("report", "write the HTML report (plots, top tracks, explanations) and a CSV of every scored track"),
         ("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet"),
         ("tables", "list the lake's tables: location, version, files, rows"),
         ("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras"),
@@ -46,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train_model":
             cmd.add_argument("--family", default=None, help="model family (default: train.family)")
             cmd.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)")
+        if name in ("score_catalogue", "score_folder", "score"):
+            cmd.add_argument("--model", dest="models", action="append", default=[], metavar="REF",
+                             help="model to score with, repeatable: NAME, NAME/VERSION, NAME@ALIAS or a bundle "
+                                  "folder (default: score.models)")
+        if name == "score_folder":
+            cmd.add_argument("folder", help="folder (local path or fsspec URI) of audio files")
+        if name == "score":
+            cmd.add_argument("file", help="an audio file (MP3, M4A, WAV, ...)")
+        if name in ("score_catalogue", "score_folder", "report"):
+            cmd.add_argument("--top", type=int, default=None,
+                             help="tracks to list (default 10; report: score.report_top)")
+        if name == "report":
+            cmd.add_argument("--out", default=None, help="output folder (default: score.report_dir)")
         if name == "check-stack":
             cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
             cmd.add_argument("--num-proc", type=int, default=2)
@@ -115,6 +134,107 @@ def cmd_train_model(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_models(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with ``--model`` references, when given, in place of ``score.models``."""
+    if not getattr(args, "models", None):
+        return config
+    from hitpredict.scoring.registry import parse_model_ref
+
+    score = config.score.model_copy(update={"models": [parse_model_ref(text) for text in args.models]})
+    return config.model_copy(update={"score": score})
+
+
+def print_top(tracks, limit: int = 10) -> None:
+    """The best ``limit`` tracks as a table."""
+    from hitpredict.scoring.report import similar_text
+
+    rows = [["#", "title", "artist", "P(popular)", "pred. pop.", "pct", "sounds like", "region"]]
+    for i, t in enumerate(tracks.head(limit).itertuples(index=False), start=1):
+        rows.append([str(i), str(t.title or t.track_id)[:40], str(t.primary_artist or "")[:24],
+                     "" if t.prob_popular is None else f"{t.prob_popular:.3f}",
+                     "" if t.popularity_pred is None else f"{t.popularity_pred:.1f}",
+                     "" if t.percentile is None else f"{t.percentile:.1f}", similar_text(t.similar_artists, 2),
+                     str(t.region or "")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    keep = [i for i in range(len(widths)) if any(r[i] for r in rows[1:]) or i < 3]
+    for n, row in enumerate(rows):
+        print("  " + "  ".join(row[i].ljust(widths[i]) for i in keep))
+        if n == 0:
+            print("  " + "  ".join("-" * widths[i] for i in keep))
+
+
+def _print_scored(result, lake, only=None, limit: int = 10) -> None:
+    from hitpredict.scoring.view import latest_scores
+
+    for label, n in result.written.items():
+        print(f"{label}: {n} new score rows")
+    tracks = latest_scores(lake, only)
+    print(f"\ntop {min(limit, len(tracks))} of {len(tracks)} scored tracks:")
+    print_top(tracks, limit)
+
+
+def cmd_score_catalogue(config: Config, args: argparse.Namespace) -> int:
+    from hitpredict.lake import open_lake
+    from hitpredict.stages import score_catalogue
+
+    config = _with_models(config, args)
+    spark = _spark(config)
+    lake = open_lake(config.lake, spark)
+    result = score_catalogue.run(config, spark, lake)
+    _print_stages([result.report])
+    _print_scored(result, lake, limit=args.top or 10)
+    return 0
+
+
+def cmd_score_folder(config: Config, args: argparse.Namespace) -> int:
+    from hitpredict.lake import open_lake
+    from hitpredict.stages import score_folder
+
+    config = _with_models(config, args)
+    spark = _spark(config)
+    lake = open_lake(config.lake, spark)
+    result = score_folder.run(config, spark, lake, args.folder)
+    _print_stages(result.stages)
+    _print_scored(result.score, lake, only=result.track_ids, limit=args.top or len(result.track_ids))
+    return 0
+
+
+def cmd_score(config: Config, args: argparse.Namespace) -> int:
+    from hitpredict.keras_compat import use_legacy_keras
+    from hitpredict.scoring.registry import resolve_model
+    from hitpredict.scoring.single import score_file
+    from hitpredict.stages.score_catalogue import settings_of
+
+    use_legacy_keras()
+    config = _with_models(config, args)
+    started = time.monotonic()
+    models = [resolve_model(ref, config.mlflow) for ref in config.score.models]
+    row = score_file(args.file, models, settings_of(config), config.audio.min_seconds).iloc[0]
+    print(f"{args.file} (scored by {row['models']} in {time.monotonic() - started:.1f}s)")
+    for key in ("prob_popular", "popularity_pred", "percentile", "region"):
+        if row[key] is not None:
+            print(f"  {key:<18} {row[key]:.6f}" if isinstance(row[key], float) else f"  {key:<18} {row[key]}")
+    if row["similar_artists"] is not None:
+        print("  similar_artists    " + ", ".join(f"{a['artist']} {a['prob']:.3f}" for a in row["similar_artists"]))
+    if row["segment_importance"] is not None:
+        seconds = config.score.segment_seconds
+        print("  segment importance " + "  ".join(f"{i * seconds:g}s {v:+.4f}"
+                                                  for i, v in enumerate(row["segment_importance"])))
+    return 0
+
+
+def cmd_report(config: Config, args: argparse.Namespace) -> int:
+    from hitpredict.lake import open_lake
+    from hitpredict.scoring.report import write_report
+
+    s = config.score
+    report = write_report(open_lake(config.lake, _spark(config)), args.out or s.report_dir, args.top or s.report_top,
+                          s.report_strips, s.segment_seconds)
+    print(f"report: {report.html.resolve()}\ncsv: {report.csv.resolve()} ({len(report.tracks)} tracks)")
+    print_top(report.tracks, 10)
+    return 0
+
+
 def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from hitpredict.demo import run_demo
 
@@ -127,8 +247,12 @@ def cmd_demo(config: Config, args: argparse.Namespace) -> int:
         print(f"\nfirst rows of {name}:")
         for row in rows:
             print("  ", {k: _short(v) for k, v in row.items() if k not in ("audio", "mel")})
-    if report.training is not None:
-        print_training(report.training)
+    for training in report.trainings:
+        print_training(training)
+    if report.report is not None:
+        print(f"\nreport: {report.report.html.resolve()}\ncsv: {report.report.csv.resolve()} "
+              f"({len(report.report.tracks)} tracks)\n\ntop 10 tracks:")
+        print_top(report.report.tracks, 10)
     print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -185,6 +309,10 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "extract_features": _run_stage("extract_features"),
     "build_dataset": _run_stage("build_dataset"),
     "train_model": cmd_train_model,
+    "score_catalogue": cmd_score_catalogue,
+    "score_folder": cmd_score_folder,
+    "score": cmd_score,
+    "report": cmd_report,
     "sample": cmd_sample,
     "tables": cmd_tables,
     "check-stack": cmd_check_stack,
@@ -206,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](config, args)
-    except (SourceError, DatasetError) as exc:
+    except (SourceError, DatasetError, ScoreError, BundleError) as exc:
         print(f"hitpredict: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -205,6 +205,63 @@ class MlflowConfig(_Section):
     register_model: bool = True
 
 
+class ModelRef(_Section):
+    """One model to score with: a registered model (name plus version or alias), or a bundle folder."""
+
+    #: Registered model name in the MLflow registry, e.g. hitpredict-popular.
+    name: str | None = None
+    #: A version number ("3"), an alias ("champion"), or null for the latest registered version.
+    version: str | None = None
+    #: A model bundle folder (bundle.json + weights.h5) instead of the registry.
+    path: str | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelRef":
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give a registered model name (with an optional version or alias) or a bundle path")
+        if self.path is not None and self.version is not None:
+            raise ValueError("version applies to registered models, not to a bundle path")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.path is not None:
+            return self.path
+        return self.name + (f"@{self.version}" if self.version and not self.version.isdigit() else
+                            f"/{self.version}" if self.version else "")
+
+
+class ScoreConfig(_Section):
+    """score_catalogue, score-folder, score and report."""
+
+    #: Models to score with in one pass: popular/popularity, artist and region models, each
+    #: recognised by the target it was trained on.
+    models: list[ModelRef] = Field(default_factory=lambda: [ModelRef(name="hitpredict-popular")], min_length=1)
+    #: How many similar artists an artist model reports per track.
+    top_k_artists: int = Field(5, ge=1, le=100)
+    #: Occlusion explanations: the window is cut into segments of this many seconds.
+    explain: bool = True
+    segment_seconds: float = Field(3.0, gt=0)
+    #: Tracks per commit of the scores table.
+    commit_every: int = Field(5000, ge=1)
+    report_dir: str = "./data/report"
+    #: Tracks in the report's table, and how many of them get a segment-importance strip.
+    report_top: int = Field(50, ge=1)
+    report_strips: int = Field(10, ge=0)
+
+
+class DemoConfig(_Section):
+    """What ``hitpredict demo`` trains: target -> model family (null: ``train.family``)."""
+
+    models: dict[Literal["popular", "popularity", "artist", "region"], ModelFamily | None] = Field(
+        default_factory=lambda: {"popular": None, "artist": "mlp", "region": "mlp"})
+
+
 class SampleConfig(_Section):
     """The bundled sample catalogue, generated on first use (never downloaded)."""
 
@@ -261,6 +318,8 @@ class Config(_Section):
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    score: ScoreConfig = ScoreConfig()
+    demo: DemoConfig = DemoConfig()
     sample: SampleConfig = SampleConfig()
     secrets: SecretsConfig = SecretsConfig()
     #: Where the config came from, for messages; not a key users set.

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 from hitpredict.config import Config
 from hitpredict.lake import TableInfo, open_lake
-from hitpredict.stages import build_dataset, extract_features, fetch_previews, ingest_catalogue, train_model
+from hitpredict.config import ModelRef
+from hitpredict.scoring.report import Report, write_report
+from hitpredict.stages import (build_dataset, extract_features, fetch_previews, ingest_catalogue, score_catalogue,
+                               train_model)
 from hitpredict.stages.base import StageReport
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
 from hitpredict.testing.preview_server import PreviewServer
@@ -31,7 +34,10 @@ class DemoReport:
     tables: list[TableInfo] = field(default_factory=list)
     samples: dict[str, list[dict]] = field(default_factory=dict)
     preview_server: str = ""
-    training: "train_model.TrainResult | None" = None
+    training: "train_model.TrainResult | None" = None      # the popularity model's run
+    trainings: list["train_model.TrainResult"] = field(default_factory=list)
+    scoring: "score_catalogue.ScoreResult | None" = None
+    report: Report | None = None
 
 
 def _start_server(directory, port: int) -> PreviewServer:
@@ -45,8 +51,9 @@ def _start_server(directory, port: int) -> PreviewServer:
 
 
 def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoReport:
-    """Generate the sample (first run only), then ingest, fetch, extract features, build the
-    dataset and (with ``train``) train ``train.family`` with ``train.num_proc`` Horovod processes."""
+    """Generate the sample (first run only), then ingest, fetch and extract features; with
+    ``train``, build a dataset and train a model for each target of ``demo.models`` (Horovod,
+    ``train.num_proc`` processes), score the catalogue with them and write the report."""
     report = DemoReport()
     started = time.monotonic()
     sample = ensure_sample_catalogue(
@@ -69,10 +76,25 @@ def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoR
     finally:
         server.stop()
     report.stages.append(extract_features.run(config, spark, lake))
-    report.stages.append(build_dataset.run(config, spark, lake))
-    if train:
-        report.training = train_model.run(config, spark, lake)
-        report.stages.append(report.training.report)
+    if not train:
+        report.stages.append(build_dataset.run(config, spark, lake))
+    else:
+        refs = []
+        for target, family in config.demo.models.items():
+            settings = config.model_copy(update={"dataset": config.dataset.model_copy(update={"target": target})})
+            report.stages.append(build_dataset.run(settings, spark, lake))
+            result = train_model.run(settings, spark, lake, family=family)
+            report.stages.append(result.report)
+            report.trainings.append(result)
+            if target in ("popular", "popularity") and report.training is None:
+                report.training = result
+            refs.append(ModelRef(name=result.model_name, version=result.model_version) if result.model_version
+                        else ModelRef(path=result.bundle_dir))
+        config = config.model_copy(update={"score": config.score.model_copy(update={"models": refs})})
+        report.scoring = score_catalogue.run(config, spark, lake)
+        report.stages.append(report.scoring.report)
+        s = config.score
+        report.report = write_report(lake, s.report_dir, s.report_top, s.report_strips, s.segment_seconds)
     report.tables = lake.tables()
     for info in report.tables:
         head = lake.read(info.name).limit(3)

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
     from hitpredict.lake import Lake
 
 
@@ -69,3 +71,25 @@ def outcomes_since(
                                           pa.scalar(since, rows.schema.field(time_column).type)))
     statuses = [status] * recent.num_rows if status else recent.column("status").to_pylist()
     return Counter(zip(statuses, recent.column("error_kind").to_pylist()))
+
+
+def append_by_groups(lake: "Lake", source: str, columns: list[str], keys: "DataFrame", how: str, target: str,
+                     task: Any, schema: pa.Schema, rows_per_group: int, commit_info: dict[str, str]) -> None:
+    """Run the ``mapInArrow`` function ``task`` over the ``ok`` rows of ``source`` joined (``how``) to
+    ``keys`` on track_id, one group of ``source``'s files at a time, appending each group's output
+    (``schema``) to ``target`` in a commit of its own: a crash loses one group at most."""
+    import logging
+    import time
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    started = time.monotonic()
+    stage = commit_info.get("hitpredict.stage", target)
+    groups = lake.scan_groups(source, rows_per_group)
+    parallelism = lake.spark.sparkContext.defaultParallelism
+    for number, group in enumerate(groups, start=1):
+        rows = group.where("status = 'ok'").select(*columns).join(keys, "track_id", how)
+        rows = rows.repartition(max(parallelism, rows.rdd.getNumPartitions()))
+        lake.append(target, rows, commit_info, transform=task, transform_schema=from_arrow_schema(schema))
+        logging.getLogger(__name__).info("%s: group %d/%d committed (%.1fs)", stage, number, len(groups),
+                                         time.monotonic() - started)

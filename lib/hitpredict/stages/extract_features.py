@@ -19,7 +19,7 @@ from hitpredict.config import Config
 from hitpredict.features import MelParams
 from hitpredict.lake import Lake
 from hitpredict.schemas import FEATURES
-from hitpredict.stages.base import StageReport, outcomes_since, record_batches
+from hitpredict.stages.base import StageReport, append_by_groups, outcomes_since, record_batches
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -86,10 +86,9 @@ def pending_ids(lake: Lake) -> list[str]:
     return sorted(ok - done)
 
 
-def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
-    """Extract features for every pending preview, committing group by group."""
+def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None = None) -> StageReport:
+    """Extract features for every pending preview (of ``only``, when given), committing group by group."""
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     started = time.monotonic()
     since = dt.datetime.now(dt.timezone.utc)
@@ -97,20 +96,14 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
     params = MelParams.from_config(config.audio)
     lake.ensure("features")
     todo = pending_ids(lake)
+    if only is not None:
+        todo = [t for t in todo if t in only]
     report.rows_in = len(todo)
     if todo:
         wanted = F.broadcast(spark.createDataFrame([(t,) for t in todo], "track_id string"))
         task = FeatureTask(params, config.audio.min_seconds)
-        groups = lake.scan_groups("previews", config.features.commit_every)
-        parallelism = spark.sparkContext.defaultParallelism
-        for number, group in enumerate(groups, start=1):
-            rows = (group.where("status = 'ok'").select("track_id", "sha256", "audio")
-                    .join(wanted, "track_id", "left_semi"))
-            rows = rows.repartition(max(parallelism, rows.rdd.getNumPartitions()))
-            lake.append("features", rows, {"hitpredict.stage": "extract_features"},
-                        transform=task, transform_schema=from_arrow_schema(FEATURES))
-            log.info("extract_features: group %d/%d committed (%.1fs)", number, len(groups),
-                     time.monotonic() - started)
+        append_by_groups(lake, "previews", ["track_id", "sha256", "audio"], wanted, "left_semi", "features", task,
+                         FEATURES, config.features.commit_every, {"hitpredict.stage": "extract_features"})
     report.add_outcomes(outcomes_since(lake, "features", "extracted_at", since))
     report.notes = f"log-mel {params.n_mels}x{params.frames} float16"
     report.seconds = time.monotonic() - started

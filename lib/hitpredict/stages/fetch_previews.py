@@ -82,13 +82,15 @@ def pending_tracks(lake: Lake) -> pd.DataFrame:
     return todo.sort_values("track_id").reset_index(drop=True)
 
 
-def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
-    """Fetch every pending track, committing every ``fetch.commit_every`` tracks."""
+def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None = None) -> StageReport:
+    """Fetch every pending track (of ``only``, when given), committing every ``fetch.commit_every`` tracks."""
     started = time.monotonic()
     since = dt.datetime.now(dt.timezone.utc)
     cfg = config.fetch
     report = StageReport("fetch_previews")
     todo = pending_tracks(lake)
+    if only is not None:
+        todo = todo[todo["track_id"].isin(only)].reset_index(drop=True)
     report.rows_in = len(todo)
     from pyspark.sql.pandas.types import from_arrow_schema
 

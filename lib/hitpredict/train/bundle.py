@@ -93,24 +93,49 @@ class ModelBundle:
     def mel_shape(self) -> tuple[int, int]:
         return self.spec.n_mels, self.spec.frames
 
-    def predict(self, mel: Sequence[bytes], summary: Sequence[Sequence[float]]) -> np.ndarray:
+    def predict(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None]) -> np.ndarray:
         """Model outputs for stored feature columns: (n, 1) for binary/regression, (n, classes) for multiclass."""
+        return self.predict_occluded(mel, summary, ())[:, 0, :]
+
+    def predict_occluded(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None],
+                         segments: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Outputs for each track as stored (variant 0) and with each of ``segments`` (frame ranges)
+        of its normalised spectrogram set to the training mean (variants 1..S): (n, 1 + S, width).
+
+        All variants stream through the model in batches of exactly ``PREDICT_BATCH`` rows (the
+        last one padded), so a track's numbers do not depend on which tracks share its batches.
+        """
         from hitpredict.train.inputs import model_inputs
 
-        n = len(mel)
+        n, variants = len(mel), 1 + len(segments)
         width = self.spec.n_classes if self.spec.task == "multiclass" else 1
-        out = np.zeros((n, width), dtype=np.float32)
-        blank = bytes(2 * self.spec.n_mels * self.spec.frames)
+        out = np.zeros((n, variants, width), dtype=np.float32)
+        if segments and "mel" not in self.inputs:
+            raise BundleError(f"a {self.family} model does not read the spectrogram: nothing to occlude")
         zeros = [0.0] * self.spec.summary_size
-        for start in range(0, n, PREDICT_BATCH):
-            chunk = slice(start, min(start + PREDICT_BATCH, n))
-            pad = PREDICT_BATCH - (chunk.stop - chunk.start)
-            mel_chunk = np.array(list(mel[chunk]) + [blank] * pad, dtype=object)
-            summary_chunk = np.array([list(s) if s is not None else zeros for s in summary[chunk]] + [zeros] * pad,
-                                     dtype=np.float32)
-            feed = model_inputs(mel_chunk, summary_chunk, self.inputs, self.spec.n_mels, self.spec.frames, self.norm)
-            result = self.model(feed, training=False).numpy()
-            out[chunk] = result[: chunk.stop - chunk.start]
+        for first in range(0, n, PREDICT_BATCH):   # normalise PREDICT_BATCH tracks at a time
+            tracks = slice(first, min(first + PREDICT_BATCH, n))
+            mel_raw = np.array(list(mel[tracks]), dtype=object)
+            summaries = np.array([list(s) if s is not None else zeros for s in summary[tracks]], dtype=np.float32)
+            feed = {k: v.numpy() for k, v in model_inputs(mel_raw, summaries, self.inputs, self.spec.n_mels,
+                                                          self.spec.frames, self.norm).items()}
+            rows = (tracks.stop - tracks.start) * variants
+            flat = out[tracks].reshape(rows, width)
+            for start in range(0, rows, PREDICT_BATCH):
+                index = np.arange(start, min(start + PREDICT_BATCH, rows))
+                track, variant = index // variants, index % variants
+                batch = {}
+                for name, values in feed.items():
+                    part = values[track]
+                    if name == "mel":
+                        for row, v in enumerate(variant):
+                            if v:
+                                begin, end = segments[v - 1]
+                                part[row, :, begin:end] = 0.0   # the training mean, after normalisation
+                    batch[name] = np.concatenate([part, np.zeros((PREDICT_BATCH - len(index), *part.shape[1:]),
+                                                                 dtype=part.dtype)])
+                flat[index] = self.model(batch, training=False).numpy()[: len(index)]
+            out[tracks] = flat.reshape(tracks.stop - tracks.start, variants, width)
         return out
 
     def percentile(self, values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Scoring with trained models: which model (registry), how (scorer), and the report."""

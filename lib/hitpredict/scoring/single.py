@@ -1,0 +1,46 @@
+"""Score one audio file without Spark: for an artist who just wants to try a demo.
+
+The file goes through the same decoding and mel code as extract_features (with each
+model's own audio parameters) and the same scorer as score_catalogue, so its numbers
+equal the batch job's for the same audio.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from hitpredict.scoring.registry import ResolvedModel
+from hitpredict.scoring.scorer import ScoreError, ScoreSettings, mel_params, score_rows
+from hitpredict.scoring.view import merge_models
+
+log = logging.getLogger(__name__)
+
+
+def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSettings,
+               min_seconds: float = 5.0) -> pd.DataFrame:
+    """One track row (see ``view.merge_models``) for the audio file at ``path``."""
+    from threadpoolctl import threadpool_limits
+
+    from hitpredict.stages.extract_features import features_row
+    from hitpredict.train.bundle import ModelBundle
+
+    path = Path(path)
+    try:
+        audio = path.read_bytes()
+    except OSError as exc:
+        raise ScoreError(f"{path}: cannot read: {exc.strerror}") from None
+    features = {}
+    rows = []
+    for model in models:
+        params = mel_params(model.audio)
+        if params not in features:
+            with threadpool_limits(1):   # as extract_features: the same bytes give the same bits
+                features[params] = features_row(path.name, None, audio, params, min_seconds)
+        row = features[params]
+        if row["status"] != "ok":
+            raise ScoreError(f"{path}: cannot score: {row['error_kind']}: {row['error_detail']}")
+        bundle = ModelBundle.load(model.bundle_dir)
+        rows += score_rows(bundle, model.name, model.version, [path.name], [row["mel"]], [row["summary"]], settings)
+    return merge_models(pd.DataFrame(rows))

@@ -1,0 +1,67 @@
+"""score-folder: a folder of unreleased demos straight through ingest -> fetch -> features -> scores.
+
+The spectrograms are made with the audio parameters the models were trained with (read
+from the models, never from the current config), so a config edited since training
+cannot silently change what the model hears.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hitpredict.config import Config
+from hitpredict.lake import Lake
+from hitpredict.scoring.scorer import ScoreError, mel_params
+from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue, score_catalogue
+from hitpredict.stages.base import StageReport
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FolderResult:
+    stages: list[StageReport] = field(default_factory=list)
+    score: "score_catalogue.ScoreResult | None" = None
+    track_ids: list[str] = field(default_factory=list)
+
+
+def folder_track_ids(lake: Lake, folder: str) -> list[str]:
+    """Catalogue tracks whose audio file lies under ``folder``."""
+    root = os.path.abspath(folder) if "://" not in folder else folder.rstrip("/")
+    rows = lake.read_columns("catalogue", ["track_id", "audio_uri"]).to_pylist()
+    return sorted(r["track_id"] for r in rows if r["audio_uri"] and r["audio_uri"].startswith(root.rstrip("/") + "/"))
+
+
+def model_audio_config(config: Config, models: list) -> Config:
+    """``config`` with its audio section set to the models' (which must agree)."""
+    params = {mel_params(m.audio) for m in models}
+    if len(params) > 1:
+        raise ScoreError("the models were trained on different audio parameters: "
+                         + "; ".join(f"{m.label}: {mel_params(m.audio)}" for m in models)
+                         + "; score a folder with models that share them")
+    (wanted,) = params
+    audio = config.audio.model_copy(update={k: getattr(wanted, k) for k in
+                                            ("sample_rate", "clip_seconds", "n_fft", "hop_length", "n_mels")})
+    return config.model_copy(update={"audio": audio, "ingest": config.ingest.model_copy(update={"source": "folder"})})
+
+
+def run(config: Config, spark: "SparkSession", lake: Lake, folder: str) -> FolderResult:
+    """Ingest ``folder``'s audio files, read them, extract features with the models' audio
+    parameters and score them (only them) with every model of ``score.models``."""
+    models = score_catalogue.resolve_models(config)
+    config = model_audio_config(config, models)
+    result = FolderResult()
+    result.stages.append(ingest_catalogue.run(config, spark, lake, folder))
+    ids = result.track_ids = folder_track_ids(lake, folder)
+    if not ids:
+        raise ScoreError(f"{folder}: no audio files with extensions {', '.join(config.ingest.audio_extensions)}")
+    result.stages.append(fetch_previews.run(config, spark, lake, only=set(ids)))
+    result.stages.append(extract_features.run(config, spark, lake, only=set(ids)))
+    result.score = score_catalogue.run(config, spark, lake, models=models, only=set(ids))
+    result.stages.append(result.score.report)
+    return result
