@@ -63,3 +63,36 @@ def test_same_seed_same_initial_weights():
 def test_unknown_family_is_named():
     with pytest.raises(ValueError, match="unknown model family 'transformer'; known: dummy, logreg"):
         build_model("transformer", SPECS["binary"])
+
+
+@pytest.mark.parametrize("family", ["cnn", "crnn", "inception"])
+def test_occlusion_recomputed_around_each_segment_equals_full_passes(family):
+    """The time-local shortcut (TIME_LOCAL_TRUNKS) gives the numbers of one full pass per occluded copy,
+    and no track's numbers depend on the tracks that share its batches."""
+    from hitpredict.features import MelParams
+    from hitpredict.models import TIME_LOCAL_TRUNKS
+    from hitpredict.scoring.scorer import segment_bounds
+    from hitpredict.train.bundle import ModelBundle
+    from hitpredict.train.plan import Normalisation
+
+    params = MelParams(clip_seconds=6.0, n_mels=64)
+    spec = ModelSpec("binary", n_mels=64, frames=params.frames, summary_size=4, seed=5)
+    model = build_model(family, spec)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:   # batch norm statistics far from the identity, so the splice must be exact
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, rng.normal(0, 0.5, mean.shape).astype("float32"),
+                               rng.uniform(0.5, 2.0, var.shape).astype("float32")])
+    bundle = ModelBundle(family, spec, "popular", {}, Normalisation([-30.0] * 64, [12.0] * 64, [0.0] * 4, [1.0] * 4),
+                         ("mel",), "test", model=model)
+    mel = [rng.normal(-30, 12, (64, params.frames)).astype(np.float16).tobytes() for _ in range(5)]
+    summary = [[0.0] * 4] * 5
+    segments = segment_bounds(params, 1.0)
+    assert family in TIME_LOCAL_TRUNKS and len(segments) == 6
+    local = bundle.predict_occluded(mel, summary, segments)
+    full = bundle.predict_occluded(mel, summary, segments, local=False)
+    np.testing.assert_allclose(local, full, rtol=0, atol=1e-6)
+    assert np.abs(full[:, :1] - full[:, 1:]).max() > 1e-4        # the occlusions do change the score
+    alone = bundle.predict_occluded(mel[3:4], summary[3:4], segments)
+    np.testing.assert_array_equal(alone[0], local[3])

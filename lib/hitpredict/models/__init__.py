@@ -6,6 +6,7 @@ Every builder takes the same :class:`ModelSpec` and returns an uncompiled Keras 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, get_args
 
 from hitpredict.models.heads import ModelSpec
@@ -23,6 +24,52 @@ def input_names(family: str) -> tuple[str, ...]:
     return ("summary",) if family in SUMMARY_FAMILIES else ("mel",)
 
 
+@dataclass(frozen=True)
+class TimeLocalTrunk:
+    """Where a spectrogram model stops being local in time: the output of ``layer`` at time
+    position p depends only on input frames within ``radius`` frames of [p * stride, (p + 1) * stride).
+    Occlusion explanations recompute the trunk only around an occluded segment."""
+
+    layer: str
+    stride: int
+    radius: int
+    axis: int = 2          # the time axis of the layer's output (batch first)
+
+
+#: Families whose first layers are local in time (3x3 convolutions and 2x2 pooling: each
+#: pooled position sees frames 7 before to 14 after its own 8; inception: 9-frame kernels then a
+#: 3-frame convolution). tests/test_models.py checks that recomputing around a segment equals a full pass.
+TIME_LOCAL_TRUNKS: dict[str, TimeLocalTrunk] = {
+    "cnn": TimeLocalTrunk("block2_pool", 8, 16),
+    "crnn": TimeLocalTrunk("block2_pool", 8, 16),
+    "inception": TimeLocalTrunk("temporal", 1, 8, axis=1),
+}
+
+
+def split_model(model: Any, layer_name: str) -> tuple[Any, Any]:
+    """(trunk, head): ``model`` up to ``layer_name``'s output, and the rest of it applied to a
+    new input of that shape; both share ``model``'s layers and weights."""
+    from hitpredict.keras_compat import keras
+
+    k = keras()
+    cut = model.get_layer(layer_name)
+    trunk = k.Model(model.inputs, cut.output, name=f"{model.name}_trunk")
+    start = k.Input(shape=tuple(cut.output.shape[1:]), name="trunk")
+    tensors = {cut.name: start}
+    after = False
+    for layer in model.layers:
+        if layer is cut:
+            after = True
+            continue
+        if not after:
+            continue
+        parents = layer._inbound_nodes[0].inbound_layers
+        parents = parents if isinstance(parents, (list, tuple)) else [parents]
+        args = [tensors[p.name] for p in parents]
+        tensors[layer.name] = layer(args if len(args) > 1 else args[0])
+    return trunk, k.Model(start, tensors[model.layers[-1].name], name=f"{model.name}_head")
+
+
 def build_model(family: str, spec: ModelSpec) -> Any:
     """Build the ``family`` model for ``spec``; ``ValueError`` names the known families."""
     from hitpredict.models import baselines, cnn, crnn, inception
@@ -36,4 +83,4 @@ def build_model(family: str, spec: ModelSpec) -> Any:
     return builders[family](spec)
 
 
-__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model"]
+__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model", "TIME_LOCAL_TRUNKS", "split_model"]

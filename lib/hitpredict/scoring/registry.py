@@ -28,6 +28,8 @@ class ResolvedModel:
     target: str
     family: str
     audio: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The bundle as loaded (and checked) on the driver; executors load their own.
+    bundle: Any = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -109,4 +111,4 @@ def resolve_model(ref: ModelRef, mlflow_config: MlflowConfig) -> ResolvedModel:
         name = ref.name
     log.info("model %s v%s: %s %s trained on %s", name, version, bundle.family, bundle.target, bundle.dataset_id)
     return ResolvedModel(name=name, version=version, bundle_dir=str(directory), target=bundle.target,
-                         family=bundle.family, audio=bundle.audio)
+                         family=bundle.family, audio=bundle.audio, bundle=bundle)

@@ -31,16 +31,18 @@ def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSet
         audio = path.read_bytes()
     except OSError as exc:
         raise ScoreError(f"{path}: cannot read: {exc.strerror}") from None
+    bundles = [model.bundle or ModelBundle.load(model.bundle_dir) for model in models]
+    # the summary vector costs as much as the spectrogram: make it only for models that read it
+    with_summary = any("summary" in bundle.inputs for bundle in bundles)
     features = {}
     rows = []
-    for model in models:
+    for model, bundle in zip(models, bundles):
         params = mel_params(model.audio)
         if params not in features:
             with threadpool_limits(1):   # as extract_features: the same bytes give the same bits
-                features[params] = features_row(path.name, None, audio, params, min_seconds)
+                features[params] = features_row(path.name, None, audio, params, min_seconds, with_summary)
         row = features[params]
         if row["status"] != "ok":
             raise ScoreError(f"{path}: cannot score: {row['error_kind']}: {row['error_detail']}")
-        bundle = ModelBundle.load(model.bundle_dir)
         rows += score_rows(bundle, model.name, model.version, [path.name], [row["mel"]], [row["summary"]], settings)
     return merge_models(pd.DataFrame(rows))

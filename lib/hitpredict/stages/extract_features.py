@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def features_row(track_id: str, sha256: str | None, audio: bytes | None, params: MelParams,
-                 min_seconds: float) -> dict[str, Any]:
-    """One ``features`` row for one preview: ok with mel and summary, or failed with its kind."""
+                 min_seconds: float, with_summary: bool = True) -> dict[str, Any]:
+    """One ``features`` row for one preview: ok with mel and summary (unless not ``with_summary``),
+    or failed with its kind."""
     from hitpredict.audio import AudioError, decode_clip
     from hitpredict.features import encode_mel, log_mel, summary_vector
 
@@ -43,7 +44,8 @@ def features_row(track_id: str, sha256: str | None, audio: bytes | None, params:
         row["duration_s"] = clip.duration_s
         mel_db, power = log_mel(clip.samples, params)
         row["mel"], row["mel_shape"] = encode_mel(mel_db)
-        row["summary"] = summary_vector(mel_db, power, params).tolist()
+        if with_summary:
+            row["summary"] = summary_vector(mel_db, power, params).tolist()
         row["status"] = "ok"
     except AudioError as err:
         row["error_kind"], row["error_detail"] = err.kind, err.detail[:500]

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -125,8 +125,13 @@ def ship_folder(spark: "SparkSession", directory: str) -> str:
     return _SPARK_FILES + name
 
 
+#: Bundles loaded by this Python worker, by folder and version: Spark reuses workers across tasks, so a
+#: model is loaded (and its graph traced) once per worker process rather than once per task.
+_LOADED: dict[str, Any] = {}
+
+
 class ScoreTask:
-    """The executor side: every model loaded once per task, one ``scores`` row per (track, model)."""
+    """The executor side: every model loaded once per worker, one ``scores`` row per (track, model)."""
 
     def __init__(self, models: list[tuple[str, str, str]], settings: ScoreSettings, threads: int | None) -> None:
         self.models = models            # (name, version, shipped folder)
@@ -151,12 +156,17 @@ class ScoreTask:
             except RuntimeError:   # a reused Python worker has initialised TensorFlow already
                 pass
         bundles = []
-        for _, _, where in self.models:
+        for _, version, where in self.models:
             if where.startswith(_SPARK_FILES):
                 from pyspark import SparkFiles
 
                 where = SparkFiles.get(where[len(_SPARK_FILES):])
-            bundles.append(ModelBundle.load(where))
+            key = f"{where}#{version}"
+            if key not in _LOADED:
+                if len(_LOADED) >= 8:
+                    _LOADED.clear()
+                _LOADED[key] = ModelBundle.load(where)
+            bundles.append(_LOADED[key])
         return bundles
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

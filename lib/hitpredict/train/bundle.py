@@ -46,11 +46,13 @@ class ModelBundle:
     reference: list[float] = field(default_factory=list)   # quantiles of training-split predictions
     metrics: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False, compare=False)
+    _parts: Any = field(default=None, repr=False, compare=False)   # (trunk, head) for local occlusion
+    _graphs: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
         # not asdict(self): that would deep-copy the Keras model too
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "model"}
         data.update(spec=asdict(self.spec), norm=asdict(self.norm), inputs=list(self.inputs))
         return data
 
@@ -98,13 +100,17 @@ class ModelBundle:
         return self.predict_occluded(mel, summary, ())[:, 0, :]
 
     def predict_occluded(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None],
-                         segments: Sequence[tuple[int, int]]) -> np.ndarray:
+                         segments: Sequence[tuple[int, int]], local: bool = True) -> np.ndarray:
         """Outputs for each track as stored (variant 0) and with each of ``segments`` (frame ranges)
         of its normalised spectrogram set to the training mean (variants 1..S): (n, 1 + S, width).
 
-        All variants stream through the model in batches of exactly ``PREDICT_BATCH`` rows (the
-        last one padded), so a track's numbers do not depend on which tracks share its batches.
+        Every model call takes exactly ``PREDICT_BATCH`` rows (the last call padded), so a track's
+        numbers do not depend on which tracks share its batches. For families whose first layers
+        are local in time (``TIME_LOCAL_TRUNKS``, with ``local``), an occluded copy recomputes
+        those layers only around its segment and splices them into the stored track's; the rest
+        of the model then runs on the spliced features. Otherwise every copy takes a full pass.
         """
+        from hitpredict.models import TIME_LOCAL_TRUNKS
         from hitpredict.train.inputs import model_inputs
 
         n, variants = len(mel), 1 + len(segments)
@@ -112,6 +118,7 @@ class ModelBundle:
         out = np.zeros((n, variants, width), dtype=np.float32)
         if segments and "mel" not in self.inputs:
             raise BundleError(f"a {self.family} model does not read the spectrogram: nothing to occlude")
+        trunk = TIME_LOCAL_TRUNKS.get(self.family) if local else None
         zeros = [0.0] * self.spec.summary_size
         for first in range(0, n, PREDICT_BATCH):   # normalise PREDICT_BATCH tracks at a time
             tracks = slice(first, min(first + PREDICT_BATCH, n))
@@ -119,24 +126,61 @@ class ModelBundle:
             summaries = np.array([list(s) if s is not None else zeros for s in summary[tracks]], dtype=np.float32)
             feed = {k: v.numpy() for k, v in model_inputs(mel_raw, summaries, self.inputs, self.spec.n_mels,
                                                           self.spec.frames, self.norm).items()}
-            rows = (tracks.stop - tracks.start) * variants
-            flat = out[tracks].reshape(rows, width)
-            for start in range(0, rows, PREDICT_BATCH):
-                index = np.arange(start, min(start + PREDICT_BATCH, rows))
-                track, variant = index // variants, index % variants
-                batch = {}
-                for name, values in feed.items():
-                    part = values[track]
-                    if name == "mel":
-                        for row, v in enumerate(variant):
-                            if v:
-                                begin, end = segments[v - 1]
-                                part[row, :, begin:end] = 0.0   # the training mean, after normalisation
-                    batch[name] = np.concatenate([part, np.zeros((PREDICT_BATCH - len(index), *part.shape[1:]),
-                                                                 dtype=part.dtype)])
-                flat[index] = self.model(batch, training=False).numpy()[: len(index)]
-            out[tracks] = flat.reshape(tracks.stop - tracks.start, variants, width)
+            if not segments:
+                out[tracks, 0] = _in_batches(self._graph(self.model), feed)
+            elif trunk is None:
+                out[tracks, 0] = _in_batches(self._graph(self.model), feed)
+                out[tracks, 1:] = self._occluded_full(feed["mel"], segments)
+            else:
+                out[tracks] = self._occluded_local(feed["mel"], segments, trunk)
         return out
+
+    def _graph(self, model: Any) -> Any:
+        """``model`` in inference mode as a TensorFlow graph function (one per model and bundle, traced
+        once for any batch and window size): several times faster than eager calls for recurrent layers."""
+        if id(model) not in self._graphs:
+            self._graphs[id(model)] = _GraphCall(model)
+        return self._graphs[id(model)]
+
+    def _occluded_full(self, mel: np.ndarray, segments: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(k, S, width): each occluded copy through the whole model, copies streamed in batches."""
+        k, count = len(mel), len(segments)
+        flat = []
+        for start in range(0, k * count, PREDICT_BATCH):
+            index = np.arange(start, min(start + PREDICT_BATCH, k * count))
+            part = mel[index // count]   # a copy (fancy indexing)
+            for row, s in enumerate(index % count):
+                begin, end = segments[s]
+                part[row, :, begin:end] = 0.0   # the training mean, after normalisation
+            flat.append(_in_batches(self._graph(self.model), {"mel": part}))
+        return np.concatenate(flat).reshape(k, count, -1)
+
+    def _occluded_local(self, mel: np.ndarray, segments: Sequence[tuple[int, int]], local: Any) -> np.ndarray:
+        """(k, 1 + S, width): the stored tracks, then each occluded copy from the time-local
+        trunk recomputed around its segment."""
+        from hitpredict.models import split_model
+
+        if self._parts is None:
+            self._parts = split_model(self.model, local.layer)
+        trunk, head = (self._graph(m) for m in self._parts)
+        frames = mel.shape[2]
+        base = _in_batches(trunk, {"mel": mel})                # (k, mel', positions, channels)
+        results = [_in_batches(head, base)]
+        positions = base.shape[local.axis]
+        for begin, end in segments:
+            lo = max(0, (begin - 2 * local.radius) // local.stride * local.stride)
+            hi = min(frames, end + 2 * local.radius)
+            window = mel[:, :, lo:hi].copy()
+            window[:, :, begin - lo:end - lo] = 0.0            # the training mean, after normalisation
+            recomputed = _in_batches(trunk, {"mel": window})
+            first = max(0, (begin - local.radius) // local.stride)
+            last = min(positions, -(-(end + local.radius) // local.stride))
+            spliced = np.moveaxis(base.copy(), local.axis, 1)   # time first after the batch, for slicing
+            offset = lo // local.stride
+            spliced[:, first:last] = np.moveaxis(recomputed, local.axis, 1)[:, first - offset:last - offset]
+            spliced = np.moveaxis(spliced, 1, local.axis)
+            results.append(_in_batches(head, spliced))
+        return np.stack(results, axis=1)
 
     def percentile(self, values: np.ndarray) -> np.ndarray:
         """Where each value falls in the reference distribution (0-100)."""
@@ -144,6 +188,41 @@ class ModelBundle:
             return np.full(len(values), np.nan)
         ref = np.asarray(self.reference, dtype=float)
         return np.interp(np.asarray(values, dtype=float), ref, np.linspace(0, 100, len(ref)))
+
+
+class _GraphCall:
+    """A Keras model as one ``tf.function`` whose signature leaves every dimension but the last
+    open, traced on its first call."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.function = None
+
+    def __call__(self, inputs: Any) -> Any:
+        if self.function is None:
+            import tensorflow as tf
+
+            signature = tf.nest.map_structure(
+                lambda a: tf.TensorSpec([None] * (a.ndim - 1) + [a.shape[-1]], tf.float32), inputs)
+            self.function = tf.function(lambda x: self.model(x, training=False), input_signature=[signature],
+                                        autograph=False)
+        return self.function(inputs)
+
+
+def _in_batches(model: Any, inputs: Any) -> np.ndarray:
+    """``model`` (a callable in inference mode) over the rows of ``inputs`` (an array, or a dict of
+    arrays) in calls of exactly ``PREDICT_BATCH`` rows, the last padded with zeros."""
+    named = inputs if isinstance(inputs, dict) else None
+    arrays = list(named.values()) if named else [inputs]
+    n = len(arrays[0])
+    out = []
+    for start in range(0, n, PREDICT_BATCH):
+        stop = min(start + PREDICT_BATCH, n)
+        padded = [np.concatenate([a[start:stop], np.zeros((PREDICT_BATCH - (stop - start), *a.shape[1:]), a.dtype)])
+                  for a in arrays]
+        feed = dict(zip(named, padded)) if named else padded[0]
+        out.append(model(feed).numpy()[: stop - start])
+    return np.concatenate(out)
 
 
 def reference_quantiles(values: np.ndarray, points: int) -> list[float]:
