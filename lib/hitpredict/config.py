@@ -236,6 +236,25 @@ class ModelRef(_Section):
                             f"/{self.version}" if self.version else "")
 
 
+class ResolveConfig(_Section):
+    """Deezer and iTunes look-ups: a 30 s preview (and Deezer's rank) for a catalogue track."""
+
+    #: Services to try, in order.
+    services: list[Literal["deezer", "itunes"]] = Field(default_factory=lambda: ["deezer", "itunes"], min_length=1)
+    deezer_url: str = "https://api.deezer.com"
+    itunes_url: str = "https://itunes.apple.com"
+    itunes_country: str = Field("US", pattern=r"^[A-Z]{2}$")
+    #: A title+artist search hit is accepted only when both normalised names are at least this similar (0-1).
+    match_threshold: float = Field(0.9, gt=0, le=1)
+    search_limit: int = Field(10, ge=1, le=200)
+    per_host_concurrency: int = Field(4, ge=1, le=64)
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
+
+
 class ScoreConfig(_Section):
     """score_catalogue, score-folder, score and report."""
 
@@ -318,6 +337,7 @@ class Config(_Section):
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    resolve: ResolveConfig = ResolveConfig()
     score: ScoreConfig = ScoreConfig()
     demo: DemoConfig = DemoConfig()
     sample: SampleConfig = SampleConfig()

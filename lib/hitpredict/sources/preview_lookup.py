@@ -1,0 +1,127 @@
+"""Deezer and iTunes look-ups: a 30 s preview URL for a catalogue track, and Deezer's rank.
+
+ISRC first (Deezer ``GET /track/isrc:{ISRC}``, iTunes ``GET /lookup?isrc=``); when that
+finds nothing, a title+artist search (Deezer ``/search?q=artist:"X" track:"Y"``, iTunes
+``/search?term=X Y&entity=song``) whose hit is accepted only when the normalised title and
+artist both reach ``resolve.match_threshold``. Deezer's ``rank`` is kept as an alternative
+popularity signal, named as such (``popularity_source = "deezer_rank"``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from hitpredict.config import ResolveConfig
+from hitpredict.sources.api_client import ApiClient, ApiError
+from hitpredict.sources.matching import names_match
+
+log = logging.getLogger(__name__)
+
+DEEZER_QUOTA = (4,)   # {"error": {"type": "Exception", "message": "Quota limit exceeded", "code": 4}}
+
+
+@dataclass(frozen=True)
+class TrackQuery:
+    track_id: str
+    title: str | None = None
+    artist: str | None = None
+    isrc: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What one service said about one track: found (with how) or not (with why)."""
+
+    track_id: str
+    service: str
+    status: str                      # "found" | "not_found" | "no_match" | "failed"
+    method: str | None = None        # "isrc" | "search"
+    preview_url: str | None = None
+    external_id: str | None = None
+    title: str | None = None
+    artist: str | None = None
+    match_score: float | None = None
+    rank: int | None = None          # Deezer's popularity rank
+    detail: str | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.status == "found"
+
+
+class PreviewLookup:
+    """Resolves tracks against the configured services, in order, stopping at the first preview."""
+
+    def __init__(self, config: ResolveConfig, client: ApiClient) -> None:
+        self.config = config
+        self.client = client
+
+    def resolve(self, query: TrackQuery) -> list[Resolution]:
+        """Every service's answer until one gives a preview (the last one is the result)."""
+        answers = []
+        for service in self.config.services:
+            look = self._deezer if service == "deezer" else self._itunes
+            try:
+                answer = look(query)
+            except ApiError as err:
+                answer = Resolution(query.track_id, service, "failed", detail=str(err))
+            answers.append(answer)
+            if answer.found:
+                break
+        return answers
+
+    def resolve_all(self, queries: Iterable[TrackQuery]) -> list[Resolution]:
+        return [self.resolve(q)[-1] for q in queries]
+
+    # ------------------------------------------------------------------ Deezer
+    def _deezer(self, q: TrackQuery) -> Resolution:
+        base = self.config.deezer_url.rstrip("/")
+        if q.isrc:
+            body = self.client.get_json(f"{base}/track/isrc:{q.isrc}", retry_codes=DEEZER_QUOTA)
+            if "error" not in body and body.get("preview"):
+                return self._deezer_hit(q, body, "isrc", None)
+        if not (q.title and q.artist):
+            return Resolution(q.track_id, "deezer", "not_found", detail="no ISRC hit and no title+artist to search")
+        text = f'artist:"{q.artist}" track:"{q.title}"'
+        body = self.client.get_json(f"{base}/search", {"q": text, "limit": self.config.search_limit},
+                                    retry_codes=DEEZER_QUOTA)
+        hits = body.get("data") or []
+        return self._best(q, "deezer", [(h, h.get("title"), (h.get("artist") or {}).get("name")) for h in hits
+                                         if h.get("preview")], self._deezer_hit)
+
+    def _deezer_hit(self, q: TrackQuery, hit: dict[str, Any], method: str, score: float | None) -> Resolution:
+        rank = hit.get("rank")
+        return Resolution(q.track_id, "deezer", "found", method, hit["preview"], str(hit.get("id")), hit.get("title"),
+                          (hit.get("artist") or {}).get("name"), score, int(rank) if rank is not None else None)
+
+    # ------------------------------------------------------------------ iTunes
+    def _itunes(self, q: TrackQuery) -> Resolution:
+        base = self.config.itunes_url.rstrip("/")
+        country = self.config.itunes_country
+        if q.isrc:
+            body = self.client.get_json(f"{base}/lookup", {"isrc": q.isrc, "country": country, "entity": "song"})
+            songs = [r for r in body.get("results") or [] if r.get("previewUrl") and r.get("kind") == "song"]
+            if songs:
+                return self._itunes_hit(q, songs[0], "isrc", None)
+        if not (q.title and q.artist):
+            return Resolution(q.track_id, "itunes", "not_found", detail="no ISRC hit and no title+artist to search")
+        body = self.client.get_json(f"{base}/search", {"term": f"{q.artist} {q.title}", "entity": "song",
+                                                       "country": country, "limit": self.config.search_limit})
+        hits = [r for r in body.get("results") or [] if r.get("previewUrl")]
+        return self._best(q, "itunes", [(h, h.get("trackName"), h.get("artistName")) for h in hits], self._itunes_hit)
+
+    def _itunes_hit(self, q: TrackQuery, hit: dict[str, Any], method: str, score: float | None) -> Resolution:
+        return Resolution(q.track_id, "itunes", "found", method, hit["previewUrl"], str(hit.get("trackId")),
+                          hit.get("trackName"), hit.get("artistName"), score)
+
+    # ------------------------------------------------------------------ search hits
+    def _best(self, q: TrackQuery, service: str, hits: list[tuple[dict, str | None, str | None]], make) -> Resolution:
+        scored = [(names_match(q.title or "", q.artist or "", title or "", artist or "", self.config.match_threshold),
+                   hit) for hit, title, artist in hits]
+        accepted = [(score, hit) for score, hit in scored if score is not None]
+        if not accepted:
+            detail = f"{len(hits)} search hit(s), none with title and artist both >= {self.config.match_threshold}"
+            return Resolution(q.track_id, service, "no_match" if hits else "not_found", detail=detail)
+        score, hit = max(accepted, key=lambda pair: pair[0])
+        return make(q, hit, "search", round(score, 4))

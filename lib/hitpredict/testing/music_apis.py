@@ -1,0 +1,171 @@
+"""A loopback fake of the Deezer and iTunes public APIs, with the documented JSON shapes.
+
+Deezer (under ``/deezer``): ``GET /track/isrc:{ISRC}`` returns a track object (``id``,
+``title``, ``isrc``, ``rank``, ``preview``, ``artist: {id, name}``) or, with HTTP 200,
+``{"error": {"type": "DataException", "message": "no data", "code": 800}}``;
+``GET /search?q=artist:"X" track:"Y"`` returns ``{"data": [...], "total": N}``.
+iTunes (under ``/itunes``): ``GET /lookup?isrc=`` and ``GET /search?term=&entity=song``
+return ``{"resultCount": N, "results": [{"wrapperType": "track", "kind": "song", "trackId",
+"trackName", "artistName", "previewUrl", ...}]}``.
+
+Faults: ``fail_next(service, statuses, retry_after)`` answers the next requests to a service
+with those HTTP statuses (429 with ``Retry-After``); ``quota_next(n)`` answers the next n
+Deezer requests with its in-band quota error (code 4). ``latency_s`` delays every answer,
+and ``max_in_flight`` records the most concurrent requests seen per service.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class FakeTrack:
+    id: int
+    title: str
+    artist: str
+    isrc: str | None
+    preview: str
+    rank: int = 500_000
+    on_deezer: bool = True
+    on_itunes: bool = True
+    isrc_known: bool = True   # whether the service's ISRC index has it (search still finds it)
+
+
+_QUERY = re.compile(r'(artist|track):"([^"]*)"')
+
+
+class MusicApiServer:
+    def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0) -> None:
+        self.tracks = tracks
+        self.latency_s = latency_s
+        self.requests: Counter = Counter()
+        self.max_in_flight: Counter = Counter()
+        self._in_flight: Counter = Counter()
+        self._faults: dict[str, deque] = {"deezer": deque(), "itunes": deque()}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # ------------------------------------------------------------------ control
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> "MusicApiServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "MusicApiServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, service: str, statuses: list[int], retry_after: float | None = None) -> None:
+        with self._lock:
+            self._faults[service].extend(("status", s, retry_after) for s in statuses)
+
+    def quota_next(self, n: int) -> None:
+        with self._lock:
+            self._faults["deezer"].extend(("quota", 200, None) for _ in range(n))
+
+    # ------------------------------------------------------------------ answers
+    def _deezer_track(self, t: FakeTrack) -> dict:
+        return {"id": t.id, "readable": True, "title": t.title, "title_short": t.title, "isrc": t.isrc,
+                "link": f"https://www.deezer.com/track/{t.id}", "duration": 180, "rank": t.rank,
+                "preview": t.preview, "artist": {"id": abs(hash(t.artist)) % 10**6, "name": t.artist,
+                                                 "type": "artist"}, "type": "track"}
+
+    def _itunes_track(self, t: FakeTrack) -> dict:
+        return {"wrapperType": "track", "kind": "song", "trackId": t.id, "trackName": t.title,
+                "artistName": t.artist, "previewUrl": t.preview, "trackTimeMillis": 180000, "country": "USA"}
+
+    def _answer(self, service: str, path: str, query: dict[str, list[str]]) -> dict | None:
+        if service == "deezer":
+            tracks = [t for t in self.tracks if t.on_deezer]
+            if path.startswith("/track/isrc:"):
+                isrc = unquote(path[len("/track/isrc:"):])
+                for t in tracks:
+                    if t.isrc == isrc and t.isrc_known:
+                        return self._deezer_track(t)
+                return {"error": {"type": "DataException", "message": "no data", "code": 800}}
+            if path == "/search":
+                wanted = dict(_QUERY.findall(query.get("q", [""])[0]))
+                limit = int(query.get("limit", ["25"])[0])
+                # like the real search, fuzzy: a word of the artist and half the title's words
+                artist_words = set(wanted.get("artist", "").lower().split())
+                title_words = set(wanted.get("track", "").lower().split(" (")[0].split())
+                hits = [self._deezer_track(t) for t in tracks
+                        if artist_words & set(t.artist.lower().split())
+                        and len(title_words & set(t.title.lower().split())) * 2 >= len(title_words)]
+                return {"data": hits[:limit], "total": len(hits)}
+        else:
+            tracks = [t for t in self.tracks if t.on_itunes]
+            if path == "/lookup":
+                isrc = query.get("isrc", [""])[0]
+                hits = [self._itunes_track(t) for t in tracks if t.isrc == isrc and t.isrc_known]
+                return {"resultCount": len(hits), "results": hits}
+            if path == "/search":
+                words = query.get("term", [""])[0].lower().split()
+                limit = int(query.get("limit", ["50"])[0])
+                hits = [self._itunes_track(t) for t in tracks
+                        if sum(w in f"{t.artist} {t.title}".lower() for w in words) >= max(1, len(words) // 2)]
+                return {"resultCount": len(hits[:limit]), "results": hits[:limit]}
+        return None   # unknown path: HTTP 404
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                parts = urlsplit(self.path)
+                service, _, rest = parts.path.lstrip("/").partition("/")
+                with server._lock:
+                    server.requests[service] += 1
+                    server._in_flight[service] += 1
+                    server.max_in_flight[service] = max(server.max_in_flight[service], server._in_flight[service])
+                    fault = server._faults.get(service, deque()).popleft() if server._faults.get(service) else None
+                try:
+                    if server.latency_s:
+                        time.sleep(server.latency_s)
+                    headers = {}
+                    if fault and fault[0] == "status":
+                        status, body = fault[1], {"error": f"HTTP {fault[1]}"}
+                        if fault[2] is not None:
+                            headers["Retry-After"] = str(fault[2])
+                    elif fault:
+                        status, body = 200, {"error": {"type": "Exception", "message": "Quota limit exceeded",
+                                                       "code": 4}}
+                    else:
+                        body = server._answer(service, "/" + rest, parse_qs(parts.query))
+                        status, body = (200, body) if body is not None else (404, {"error": "not found"})
+                    data = json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                finally:
+                    with server._lock:
+                        server._in_flight[service] -= 1
+
+        return Handler
