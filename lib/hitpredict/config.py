@@ -255,6 +255,25 @@ class ResolveConfig(_Section):
     user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
 
 
+class SpotifyConfig(_Section):
+    """The Spotify Web API crawl (spotipy, client-credentials flow)."""
+
+    api_url: str = "https://api.spotify.com/v1/"
+    token_url: str = "https://accounts.spotify.com/api/token"
+    market: str = Field("US", pattern=r"^[A-Z]{2}$")
+    #: Items per page: Development-Mode apps get at most 10 per search page since February 2026.
+    page_size: int = Field(10, ge=1, le=50)
+    #: Search results stop at this offset; slices (years, then name prefixes) get past it.
+    offset_cap: int = Field(1000, ge=10)
+    first_year: int = Field(1980, ge=1900, le=2100)
+    last_year: int = Field(2026, ge=1900, le=2100)
+    #: Characters a too-big slice is split by (query prefix ``X*``).
+    prefixes: str = "abcdefghijklmnopqrstuvwxyz0123456789"
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(5, ge=0, le=20)
+    backoff_factor: float = Field(0.5, ge=0)
+
+
 class ScoreConfig(_Section):
     """score_catalogue, score-folder, score and report."""
 
@@ -338,6 +357,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
     resolve: ResolveConfig = ResolveConfig()
+    spotify: SpotifyConfig = SpotifyConfig()
     score: ScoreConfig = ScoreConfig()
     demo: DemoConfig = DemoConfig()
     sample: SampleConfig = SampleConfig()

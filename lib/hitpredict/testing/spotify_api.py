@@ -1,0 +1,215 @@
+"""A loopback fake of the Spotify Web API as spotipy uses it, with the documented shapes.
+
+``POST /api/token`` (client credentials, HTTP Basic) answers ``{"access_token", "token_type":
+"Bearer", "expires_in"}``; a token stops working after ``token_uses`` API calls (``401 The
+access token expired``), which is how a token expiring mid-crawl is made. Under ``/v1``:
+``GET /search?type=artist&q=genre:"X" year:Y [p*]`` (artists whose name has a word starting
+with ``p``), ``/artists/{id}/albums``, ``/albums/{id}/tracks`` (simplified tracks),
+``/tracks/{id}`` and ``/tracks?ids=`` (full tracks). Lists are paging objects (``href``,
+``items``, ``limit``, ``next``, ``offset``, ``previous``, ``total``); search refuses
+``offset + limit`` past ``offset_cap`` and ``limit`` over ``max_limit`` with 400, as the
+service does.
+
+``restricted=True`` answers like a Development-Mode app since 2026: no ``popularity``, no
+``preview_url`` and no batch ``/tracks?ids=`` (403). ``fail_next(n, retry_after)`` answers
+the next n API calls with 429.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+
+@dataclass
+class FakeArtist:
+    id: str
+    name: str
+    genres: list[str]
+    year: int
+    albums: list["FakeAlbum"] = field(default_factory=list)
+
+
+@dataclass
+class FakeAlbum:
+    id: str
+    name: str
+    release_date: str
+    tracks: list["FakeSpotifyTrack"] = field(default_factory=list)
+
+
+@dataclass
+class FakeSpotifyTrack:
+    id: str
+    name: str
+    isrc: str
+    popularity: int
+    preview_url: str | None
+
+
+_GENRE = re.compile(r'genre:"([^"]+)"')
+_YEAR = re.compile(r"year:(\d{4})")
+_PREFIX = re.compile(r"(?:^|\s)(\w+)\*")
+
+
+class SpotifyApiServer:
+    def __init__(self, artists: list[FakeArtist], client_id: str, client_secret: str, max_limit: int = 10,
+                 offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False) -> None:
+        self.artists = artists
+        self.credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self.max_limit, self.offset_cap = max_limit, offset_cap
+        self.token_uses, self.restricted = token_uses, restricted
+        self.tokens: dict[str, int] = {}       # token -> API calls left
+        self.calls: Counter = Counter()
+        self._fail: list[tuple[int, float]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.albums = {a.id: (artist, a) for artist in artists for a in artist.albums}
+        self.tracks = {t.id: (artist, a, t) for artist in artists for a in artist.albums for t in a.tracks}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> "SpotifyApiServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, n: int, retry_after: float = 0) -> None:
+        with self._lock:
+            self._fail.extend([(429, retry_after)] * n)
+
+    # ------------------------------------------------------------------ objects
+    def _artist(self, a: FakeArtist) -> dict:
+        out = {"id": a.id, "name": a.name, "genres": a.genres, "type": "artist", "uri": f"spotify:artist:{a.id}"}
+        if not self.restricted:
+            out["popularity"] = 50
+        return out
+
+    def _album(self, a: FakeAlbum, artist: FakeArtist) -> dict:
+        precision = {4: "year", 7: "month"}.get(len(a.release_date), "day")
+        return {"id": a.id, "name": a.name, "release_date": a.release_date, "release_date_precision": precision,
+                "album_type": "album", "artists": [{"id": artist.id, "name": artist.name}], "type": "album"}
+
+    def _track(self, t: FakeSpotifyTrack, album: FakeAlbum, artist: FakeArtist, full: bool) -> dict:
+        out = {"id": t.id, "name": t.name, "artists": [{"id": artist.id, "name": artist.name}], "type": "track",
+               "duration_ms": 180000, "uri": f"spotify:track:{t.id}"}
+        if full:
+            out.update(album=self._album(album, artist), external_ids={"isrc": t.isrc})
+            if not self.restricted:
+                out.update(popularity=t.popularity, preview_url=t.preview_url)
+            else:
+                out["preview_url"] = None
+        return out
+
+    def _page(self, path: str, query: dict, items: list[dict], limit: int, offset: int) -> dict:
+        def link(at: int) -> str:
+            return f"{self.base_url}/v1{path}?{urlencode({**query, 'offset': at, 'limit': limit})}"
+        end = offset + limit
+        return {"href": link(offset), "items": items[offset:end], "limit": limit, "offset": offset,
+                "total": len(items), "next": link(end) if end < len(items) else None,
+                "previous": link(max(0, offset - limit)) if offset else None}
+
+    # ------------------------------------------------------------------ routes
+    def _api(self, path: str, query: dict[str, str]) -> tuple[int, dict]:
+        limit, offset = int(query.get("limit", 20)), int(query.get("offset", 0))
+        if path == "/search":
+            if limit > self.max_limit:
+                return 400, {"error": {"status": 400, "message": f"Invalid limit (max {self.max_limit})"}}
+            if offset + limit > self.offset_cap:
+                return 400, {"error": {"status": 400, "message": "Invalid offset"}}
+            q = query.get("q", "")
+            genre, year, prefix = _GENRE.search(q), _YEAR.search(q), _PREFIX.search(_GENRE.sub("", q))
+            found = [a for a in self.artists if (not genre or genre.group(1) in a.genres)
+                     and (not year or a.year == int(year.group(1)))
+                     and (not prefix or any(w.lower().startswith(prefix.group(1).lower()) for w in a.name.split()))]
+            found.sort(key=lambda a: a.id)
+            page = self._page(path, {"q": q, "type": "artist"}, [self._artist(a) for a in found], limit, offset)
+            if page["next"] and offset + 2 * limit > self.offset_cap:
+                page["next"] = None   # the service stops handing out pages at the cap
+            return 200, {"artists": page}
+        parts = path.strip("/").split("/")
+        if parts[0] == "artists" and len(parts) == 3 and parts[2] == "albums":
+            artist = next((a for a in self.artists if a.id == parts[1]), None)
+            if artist is None:
+                return 404, {"error": {"status": 404, "message": "Resource not found"}}
+            return 200, self._page(path, {}, [self._album(al, artist) for al in artist.albums], limit, offset)
+        if parts[0] == "albums" and len(parts) == 3 and parts[2] == "tracks":
+            artist, album = self.albums[parts[1]]
+            return 200, self._page(path, {}, [self._track(t, album, artist, False) for t in album.tracks], limit,
+                                   offset)
+        if parts[0] == "tracks" and len(parts) == 2:
+            artist, album, t = self.tracks[parts[1]]
+            return 200, self._track(t, album, artist, True)
+        if parts == ["tracks"]:
+            if self.restricted:
+                return 403, {"error": {"status": 403, "message": "Forbidden"}}
+            return 200, {"tracks": [self._track(t, al, ar, True) for ar, al, t in
+                                    (self.tracks[i] for i in query.get("ids", "").split(","))]}
+        return 404, {"error": {"status": 404, "message": "Service not found"}}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = parse_qs(self.rfile.read(length).decode())
+                with server._lock:
+                    server.calls["token"] += 1
+                if self.headers.get("Authorization") != f"Basic {server.credentials}" \
+                        or body.get("grant_type") != ["client_credentials"]:
+                    return self._send(400, {"error": "invalid_client", "error_description": "Invalid client"})
+                token = uuid.uuid4().hex
+                with server._lock:
+                    server.tokens[token] = server.token_uses
+                self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+
+            def do_GET(self) -> None:  # noqa: N802
+                parts = urlsplit(self.path)
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                with server._lock:
+                    server.calls["api"] += 1
+                    fault = server._fail.pop(0) if server._fail else None
+                    left = server.tokens.get(token)
+                    if left is not None and left > 0 and not fault:
+                        server.tokens[token] = left - 1
+                if fault:
+                    return self._send(429, {"error": {"status": 429, "message": "API rate limit exceeded"}},
+                                      {"Retry-After": str(int(fault[1]))})
+                if left is None:
+                    return self._send(401, {"error": {"status": 401, "message": "Invalid access token"}})
+                if left <= 0:
+                    return self._send(401, {"error": {"status": 401, "message": "The access token expired"}})
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                status, body = server._api(parts.path.removeprefix("/v1"), query)
+                self._send(status, body)
+
+        return Handler

@@ -1,0 +1,121 @@
+"""The Spotify crawl, with spotipy itself, against a loopback fake of the Web API: pagination to
+the end, the offset cap, a token expiring mid-crawl, 429 storms, withheld fields, no leaked secret."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+import logging
+
+import pytest
+
+from hitpredict.config import load_config
+from hitpredict.sources.spotify import SpotifyCrawler, SpotifyError, make_client
+from hitpredict.testing.spotify_api import FakeAlbum, FakeArtist, FakeSpotifyTrack, SpotifyApiServer
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
+CLIENT_ID, SECRET = "test-client-id", "s3cr3t-Zq81-do-not-leak"
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bu"]
+
+
+def world(artists_2020: int = 12, artists_2021: int = 3) -> list[FakeArtist]:
+    """Hip-hop artists with two albums of three tracks; one single reappears on an album (same id)
+    and one track is re-issued under a new id with the same ISRC."""
+    artists = []
+    for i in range(artists_2020 + artists_2021):
+        name = f"{SYLLABLES[i % 10].title()}{SYLLABLES[(i // 10) % 10]} {SYLLABLES[(i * 7) % 10].title()}"
+        artist = FakeArtist(f"ar{i:03d}", name, ["hip hop"], 2020 if i < artists_2020 else 2021)
+        for j in range(2):
+            album = FakeAlbum(f"al{i:03d}{j}", f"Album {j}", "2020-05-01" if j else "2020")
+            for k in range(3):
+                album.tracks.append(FakeSpotifyTrack(f"tr{i:03d}{j}{k}", f"Song {i}-{j}-{k}", f"QZ{i:03d}{j}{k}0000",
+                                                     popularity=(i * 7 + k) % 100,
+                                                     preview_url=f"https://p.scdn.test/{i}{j}{k}.mp3"))
+            artist.albums.append(album)
+        artists.append(artist)
+    artists[0].albums[1].tracks.append(artists[0].albums[0].tracks[0])              # same id twice
+    reissue = artists[1].albums[0].tracks[0]
+    artists[1].albums[1].tracks.append(FakeSpotifyTrack("trreissue", reissue.name, reissue.isrc, 3, None))
+    artists.append(FakeArtist("arjazz", "Some Jazz Trio", ["jazz"], 2020))
+    return artists
+
+
+def crawler_for(server: SpotifyApiServer, *extra: str, secret: str = SECRET) -> SpotifyCrawler:
+    config = load_config(None, [f"spotify.api_url={server.base_url}/v1/",
+                                f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",
+                                "spotify.last_year=2021", "spotify.backoff_factor=0", *extra], environ={}).spotify
+    return SpotifyCrawler(config, make_client(config, CLIENT_ID, secret))
+
+
+def test_crawl_pages_to_the_end_and_dedupes_by_id_and_isrc():
+    artists = world()
+    with SpotifyApiServer(artists, CLIENT_ID, SECRET) as server:
+        crawler = crawler_for(server)
+        rows = crawler.crawl_genre("hip hop")
+    stats = crawler.stats
+    assert stats.artists == 15 and stats.albums == 30                 # the jazz artist is not crawled
+    assert stats.tracks_seen == 15 * 6 + 2 and stats.duplicate_ids == 1 and stats.duplicate_isrcs == 1
+    assert len(rows) == 90 and rows["track_id"].is_unique and rows["isrc"].is_unique
+    first = rows.set_index("track_id").loc["spotify:tr00001"]   # album with year precision
+    assert (first["title"], first["artists"], first["release_date"], first["popularity"]) == (
+        "Song 0-0-1", artists[0].name, "2020-01-01", 1)
+    assert first["preview_url"] == "https://p.scdn.test/001.mp3"
+    assert stats.withheld == {} and stats.batch_endpoint == "available" and stats.capped_slices == []
+
+
+def test_a_year_over_the_offset_cap_is_sliced_by_name_prefix():
+    with SpotifyApiServer(world(artists_2020=45), CLIENT_ID, SECRET, offset_cap=20) as server:
+        crawler = crawler_for(server)
+        found = crawler.genre_artists("hip hop")
+    assert len(found) == 48 and crawler.stats.capped_slices == []
+    assert crawler.stats.slices > 2                                    # 2 years, then prefix slices for 2020
+
+
+def test_a_restricted_app_gets_a_counted_outcome_not_silent_nulls():
+    with SpotifyApiServer(world(), CLIENT_ID, SECRET, restricted=True) as server:
+        crawler = crawler_for(server)
+        rows = crawler.crawl_genre("hip hop")
+    stats = crawler.stats
+    assert len(rows) == 90 and rows["preview_url"].isna().all() and rows["popularity"].isna().all()
+    assert stats.withheld == {"popularity": 90, "preview_url": 90} and stats.batch_endpoint == "withheld"
+    assert "withheld: popularity 90, preview_url 90, isrc 0; batch /tracks withheld" in stats.summary()
+
+
+def test_a_token_expiring_mid_crawl_and_a_429_storm_give_the_same_catalogue():
+    with SpotifyApiServer(world(), CLIENT_ID, SECRET) as server:
+        baseline = crawler_for(server).crawl_genre("hip hop")
+    with SpotifyApiServer(world(), CLIENT_ID, SECRET, token_uses=7) as server:
+        server.fail_next(4, retry_after=0)
+        crawler = crawler_for(server)
+        rows = crawler.crawl_genre("hip hop")
+        assert server.calls["token"] > 3 and crawler.stats.token_refreshes == server.calls["token"] - 1
+    assert rows.equals(baseline)
+
+
+def test_credentials_never_reach_logs_or_errors(caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    secrets = [SECRET, base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()]
+    with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
+        crawler = crawler_for(server)
+        crawler.crawl_genre("hip hop")
+        tokens = list(server.tokens)
+        with pytest.raises(SpotifyError) as refused:
+            crawler_for(server, secret="wrong-" + SECRET).crawl_genre("hip hop")
+    assert str(refused.value) == "spotify: the client id or secret was refused (invalid_client)"
+    out = capsys.readouterr()
+    text = "\n".join([caplog.text, out.out, out.err, str(refused.value), repr(crawler.stats), repr(crawler.config)])
+    for secret in secrets + tokens:
+        assert secret not in text
+
+
+def test_credentials_come_from_the_environment_and_their_absence_is_one_line():
+    from hitpredict.sources.spotify import crawler_from_config
+
+    with pytest.raises(SpotifyError, match="no credentials: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET"):
+        crawler_from_config(load_config(CONF, environ={}))
+    with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
+        config = load_config(CONF, [f"spotify.api_url={server.base_url}/v1/",
+                                                 f"spotify.token_url={server.base_url}/api/token",
+                                                 "spotify.first_year=2020", "spotify.last_year=2020"],
+                             environ={"SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": SECRET})
+        assert SECRET not in repr(config) and SECRET not in str(config.model_dump())
+        assert len(crawler_from_config(config).crawl_genre("hip hop")) == 12
