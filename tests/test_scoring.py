@@ -26,6 +26,7 @@ from hitpredict.testing.preview_server import PreviewServer
 from hitpredict.train.bundle import BundleError, ModelBundle
 
 FIRST, ADDED = 120, 50
+SECRET = "scoring-s3cr3t-Pq71-must-not-be-logged"   # in the config of every training and scoring run here
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +38,7 @@ def scoring_config(root: Path, *extra: str):
         f"mlflow.tracking_uri=file:{root / 'mlruns'}", "train.epochs=4", "train.bootstrap_rounds=50",
         "train.augment.crop_frames=null", "score.segment_seconds=1", "score.top_k_artists=3",
         f"score.report_dir={root / 'report'}", *extra,
-    ], environ={})
+    ], environ={"SPOTIPY_CLIENT_ID": "scoring-client", "SPOTIPY_CLIENT_SECRET": SECRET})
 
 
 def ingest_and_extract(config, spark, lake, sample, rows, name: str) -> None:
@@ -309,3 +310,12 @@ def test_console_errors_of_a_page_are_caught(tmp_path):
     page.write_text("<html><body><p>x</p><script>notDefined();</script></body></html>")
     view = open_page(page, tmp_path / "broken.png", height=200)
     assert any("notDefined is not defined" in line for line in view.console), view.console
+
+
+def test_credentials_in_the_config_reach_no_mlflow_param_artifact_or_model(world):
+    root = world["root"]
+    assert world["config"].secrets.spotify_client_secret.get_secret_value() == SECRET
+    files = [p for folder in ("mlruns", "models", "report") for p in (root / folder).rglob("*") if p.is_file()]
+    assert any(p.parent.name == "params" for p in files) and any(p.name == "bundle.json" for p in files)
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert not leaked, f"secret in {leaked}"

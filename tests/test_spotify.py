@@ -10,35 +10,10 @@ import pytest
 
 from hitpredict.config import load_config
 from hitpredict.sources.spotify import SpotifyCrawler, SpotifyError, make_client
-from hitpredict.testing.spotify_api import FakeAlbum, FakeArtist, FakeSpotifyTrack, SpotifyApiServer
+from hitpredict.testing.spotify_api import SpotifyApiServer, sample_artists as world
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
 CLIENT_ID, SECRET = "test-client-id", "s3cr3t-Zq81-do-not-leak"
-SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bu"]
-
-
-def world(artists_2020: int = 12, artists_2021: int = 3) -> list[FakeArtist]:
-    """Hip-hop artists with two albums of three tracks; one single reappears on an album (same id)
-    and one track is re-issued under a new id with the same ISRC."""
-    artists = []
-    for i in range(artists_2020 + artists_2021):
-        name = f"{SYLLABLES[i % 10].title()}{SYLLABLES[(i // 10) % 10]} {SYLLABLES[(i * 7) % 10].title()}"
-        artist = FakeArtist(f"ar{i:03d}", name, ["hip hop"], 2020 if i < artists_2020 else 2021)
-        for j in range(2):
-            album = FakeAlbum(f"al{i:03d}{j}", f"Album {j}", "2020-05-01" if j else "2020")
-            for k in range(3):
-                album.tracks.append(FakeSpotifyTrack(f"tr{i:03d}{j}{k}", f"Song {i}-{j}-{k}", f"QZ{i:03d}{j}{k}0000",
-                                                     popularity=(i * 7 + k) % 100,
-                                                     preview_url=f"https://p.scdn.test/{i}{j}{k}.mp3"))
-            artist.albums.append(album)
-        artists.append(artist)
-    artists[0].albums[1].tracks.append(artists[0].albums[0].tracks[0])              # same id twice
-    reissue = artists[1].albums[0].tracks[0]
-    artists[1].albums[1].tracks.append(FakeSpotifyTrack("trreissue", reissue.name, reissue.isrc, 3, None))
-    artists.append(FakeArtist("arjazz", "Some Jazz Trio", ["jazz"], 2020))
-    return artists
-
-
 def crawler_for(server: SpotifyApiServer, *extra: str, secret: str = SECRET) -> SpotifyCrawler:
     config = load_config(None, [f"spotify.api_url={server.base_url}/v1/",
                                 f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         _common(cmd)
         if name == "ingest_catalogue":
             cmd.add_argument("path", nargs="?", help="CSV/Parquet file or folder (default: ingest.path)")
+            cmd.add_argument("--source", choices=["csv", "parquet", "folder", "spotify", "deezer", "itunes"],
+                             help="what PATH is (default: ingest.source, else inferred); spotify crawls the Web API; "
+                                  "deezer/itunes: a file of title, artists, ISRC whose previews that service finds")
+            cmd.add_argument("--genre", help="spotify: crawl every artist of this genre, e.g. \"hip hop\"")
+            cmd.add_argument("--artist", dest="artists", action="append", default=[], metavar="REF",
+                             help="spotify: crawl this artist (id, URI, URL or exact name; repeatable)")
+            cmd.add_argument("--playlist", help="spotify: crawl this playlist (id, URI or URL)")
         if name == "train_model":
             cmd.add_argument("--family", default=None, help="model family (default: train.family)")
             cmd.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)")
@@ -89,6 +96,8 @@ def _print_stages(stages) -> None:
     for s in stages:
         detail = s.failures_text() + (f"; {s.notes}" if s.notes else "")
         print(f"{s.name:<18} {s.rows_in:>8} {s.ok:>8} {s.failed_total:>8} {s.seconds:>9.1f}  {detail}")
+        for line in s.details:
+            print(f"  {line}")
 
 
 def _run_stage(module_name: str):
@@ -101,6 +110,10 @@ def _run_stage(module_name: str):
         spark = _spark(config)
         lake = open_lake(config.lake, spark)
         extra = {"path": args.path} if getattr(args, "path", None) else {}
+        if module_name == "ingest_catalogue":
+            if args.source:
+                config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"source": args.source})})
+            extra.update(genre=args.genre, artists=args.artists or None, playlist=args.playlist)
         _print_stages([stage.run(config, spark, lake, **extra)])
         _print_tables(lake.tables())
         return 0

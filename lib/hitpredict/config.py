@@ -272,6 +272,17 @@ class SpotifyConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(5, ge=0, le=20)
     backoff_factor: float = Field(0.5, ge=0)
+    #: What ``ingest --source spotify`` crawls when the command line names nothing: a genre,
+    #: artists (ids, URIs, URLs or exact names) or a playlist (id, URI or URL).
+    genre: str | None = None
+    artists: list[str] = Field(default_factory=list)
+    playlist: str | None = None
+    #: Units (artists, albums) per Spark job; each job's results are committed to ``crawl_state``,
+    #: so an interrupted crawl resumes from there.
+    commit_every: int = Field(200, ge=1)
+    #: Spark tasks calling the Web API at once (each one session, calls in sequence): the
+    #: crawl's concurrency against api.spotify.com.
+    max_concurrency: int = Field(4, ge=1, le=64)
 
 
 class ScoreConfig(_Section):
@@ -315,8 +326,10 @@ class SampleConfig(_Section):
 class IngestConfig(_Section):
     """Where ingest_catalogue reads a catalogue from and how its columns map."""
 
-    #: csv, parquet or folder; inferred from ``path`` when not set.
-    source: Literal["csv", "parquet", "folder"] | None = None
+    #: csv, parquet or folder (inferred from ``path`` when not set); spotify (a crawl, see the
+    #: ``spotify`` section); deezer or itunes (a CSV/Parquet of title, artists and ISRC whose
+    #: previews that service resolves).
+    source: Literal["csv", "parquet", "folder", "spotify", "deezer", "itunes"] | None = None
     path: str | None = None
     #: catalogue field -> source column; fields left out map to a column of the same name if present.
     columns: dict[str, str | None] = Field(default_factory=dict)
@@ -325,6 +338,9 @@ class IngestConfig(_Section):
     audio_extensions: list[str] = Field(default_factory=lambda: ["mp3", "m4a", "aac", "mp4", "ogg", "oga",
                                                                  "flac", "wav"])
     chunk_rows: int = Field(200_000, ge=1)
+    #: Look up a preview (``resolve.services``) for CSV/Parquet rows with no audio instead of
+    #: rejecting them; always done for the spotify source.
+    resolve_missing: bool = False
 
     @field_validator("columns")
     @classmethod
@@ -337,8 +353,13 @@ class IngestConfig(_Section):
         return value
 
 
+#: Secrets read from these environment variables when the config file does not set them.
+SECRET_VARIABLES = {"spotify_client_id": "SPOTIPY_CLIENT_ID", "spotify_client_secret": "SPOTIPY_CLIENT_SECRET"}
+
+
 class SecretsConfig(_Section):
-    """Credentials. Give them by environment, never in a committed file."""
+    """Credentials. Give them by environment (``SECRET_VARIABLES``, or ``${env:NAME}`` in the
+    YAML; on Databricks from a secret scope), never in a committed file."""
 
     spotify_client_id: SecretStr | None = None
     spotify_client_secret: SecretStr | None = None
@@ -392,6 +413,12 @@ def load_config(
     if path is not None:
         raw = _read_yaml(Path(path))
     raw = _interpolate_env(raw, environ, source)
+    secrets = raw.get("secrets") or {}
+    for key, name in SECRET_VARIABLES.items():   # the standard variables, when the file names none
+        if not secrets.get(key) and environ.get(name):
+            secrets[key] = environ[name]
+    if secrets:
+        raw["secrets"] = secrets
     origins: dict[str, str] = {}
     for item in overrides:
         key, value = _parse_override(item, source)

@@ -152,6 +152,9 @@ def normalise_catalogue(
             if not track_id:
                 reject(number, record, "no_id", f"row {number}: no track id, ISRC or audio reference to derive one from")
                 continue
+        if track_id in known_ids:
+            counts["already_in_catalogue"] = counts.get("already_in_catalogue", 0) + 1
+            continue
         if not audio_uri and not preview_url:
             reject(number, record, "no_audio", f"row {number}: no audio reference (audio_uri and preview_url are empty)",
                    track_id)
@@ -185,9 +188,6 @@ def normalise_catalogue(
                 reject(number, record, "bad_streams", f"row {number}: streams {value['streams']!r} is not a count",
                        track_id)
                 continue
-        if track_id in known_ids:
-            counts["already_in_catalogue"] = counts.get("already_in_catalogue", 0) + 1
-            continue
         keys = {"track_id": track_id, "isrc": isrc, "preview_url": preview_url, "audio_uri": audio_uri}
         clash = next(((k, v) for k, v in keys.items() if v and v in seen[k]), None)
         if clash:
@@ -203,7 +203,8 @@ def normalise_catalogue(
             "track_id": track_id, "source": source, "source_row": number, "title": value.get("title"),
             "artists": artists or None, "primary_artist": artists[0] if artists else None, "isrc": isrc,
             "release_date": release_date, "audio_uri": audio_uri, "preview_url": preview_url,
-            "popularity": popularity, "popularity_source": "label" if popularity is not None else None,
+            "popularity": popularity,
+            "popularity_source": None if popularity is None else _clean(record.get("popularity_source")) or "label",
             "streams": streams, "region": value.get("region"), "genre": value.get("genre"), "ingested_at": now,
         })
         if isrc_raw and not isrc:

@@ -15,9 +15,10 @@ which prints the Basic authorisation header, is held at INFO.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -83,6 +84,15 @@ def _release_date(value: str | None) -> str | None:
 
 
 class SpotifyCrawler:
+    """The crawl's units of work, each a few API calls with one spotipy session.
+
+    A crawl is levels of units: search slices (driver, sequential: a capped slice is split),
+    then one unit per artist (its album ids) and one per album (its track rows); the last
+    two fan out across executors (``hitpredict.stages.spotify_crawl``). :func:`assemble`
+    turns the album units' rows into the catalogue source rows, in a fixed order, so the
+    result does not depend on which units ran when.
+    """
+
     def __init__(self, config: SpotifyConfig, client: Any) -> None:
         self.config = config
         self.sp = client
@@ -104,13 +114,22 @@ class SpotifyCrawler:
                     return method(*args, **kwargs)
                 except SpotifyException as again:
                     exc = again
-            raise SpotifyError(f"spotify: HTTP {exc.http_status} from {exc.msg.split(':', 1)[-1].strip()[:200]}",
-                               exc.http_status) from None
-        except Exception as exc:  # spotipy raises plain errors for bad credentials
+            where = exc.msg.split(":\n", 1)[0].strip()[:200]
+            if "Max Retries" in exc.msg:   # spotipy reports any exhausted retries as 429
+                reason = str(getattr(exc, "reason", "") or "")
+                status = re.search(r"\b([45]\d\d)\b", reason)
+                raise SpotifyError(f"spotify: gave up after {self.config.retries} retries on {where}: "
+                                   f"{reason.splitlines()[0][:120] if reason else 'no answer'}",
+                                   int(status.group(1)) if status else exc.http_status) from None
+            raise SpotifyError(f"spotify: HTTP {exc.http_status} from {where}", exc.http_status) from None
+        except SpotifyError:
+            raise
+        except Exception as exc:  # spotipy raises plain errors for bad credentials and dead connections
             text = str(exc)
             if "invalid_client" in text:
                 raise SpotifyError("spotify: the client id or secret was refused (invalid_client)") from None
-            raise
+            raise SpotifyError(f"spotify: {type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}") \
+                from None
 
     def _pages(self, page: dict[str, Any] | None, key: str | None = None) -> Iterator[dict[str, Any]]:
         while page:
@@ -119,23 +138,35 @@ class SpotifyCrawler:
             page = self._call(self.sp.next, page) if page.get("next") else None
 
     # ------------------------------------------------------------------ artists
-    def _search(self, query: str) -> tuple[int, list[dict[str, Any]]]:
+    def search_slice(self, query: str) -> tuple[int, list[list[str]]]:
+        """``(total, [[artist id, name], ...])`` of one artist search, paged as far as the service goes."""
         first = self._call(self.sp.search, q=query, type="artist", limit=self.config.page_size, offset=0,
                            market=self.config.market)
         total = first["artists"]["total"]
-        return total, list(self._pages(first, "artists"))
+        return total, [[a["id"], a["name"]] for a in self._pages(first, "artists")]
 
-    def genre_artists(self, genre: str) -> dict[str, dict[str, Any]]:
-        """Every artist of ``genre`` the search reaches, by id: year slices, split by prefix when capped."""
-        found: dict[str, dict[str, Any]] = {}
+    def genre_artists(self, genre: str, done: dict[str, tuple[int, list[list[str]]]] | None = None,
+                      on_slice: Callable[[str, int, list[list[str]]], None] | None = None) -> dict[str, str]:
+        """Every artist of ``genre`` the search reaches (id -> name): year slices, split by prefix when capped.
+
+        ``done`` holds slices searched by an earlier, interrupted run (query -> result); they are
+        not searched again. ``on_slice`` sees every slice searched now.
+        """
+        done = done or {}
+        found: dict[str, str] = {}
         for year in range(self.config.first_year, self.config.last_year + 1):
             base = f'genre:"{genre}" year:{year}'
             queue = [base]
             while queue:
                 query = queue.pop(0)
-                total, artists = self._search(query)
+                if query in done:
+                    total, artists = done[query]
+                else:
+                    total, artists = self.search_slice(query)
+                    if on_slice:
+                        on_slice(query, total, artists)
                 self.stats.slices += 1
-                found.update((a["id"], a) for a in artists)
+                found.update((a_id, name) for a_id, name in artists)
                 if total > len(artists):   # stopped at the offset cap: slice finer
                     prefix = query[len(base):].strip().rstrip("*")
                     if len(prefix) < 2:
@@ -145,7 +176,27 @@ class SpotifyCrawler:
         self.stats.artists = len(found)
         return found
 
-    # ------------------------------------------------------------------ tracks
+    def find_artist(self, ref: str) -> list[list[str]]:
+        """``[[id, name]]`` for an artist id, URI, URL or exact name (case and accents aside); ``[]`` if none."""
+        from hitpredict.sources.matching import normalise_name
+
+        ref = ref.strip()
+        artist_id = spotify_id(ref, "artist")
+        if artist_id:
+            artist = self._call(self.sp.artist, artist_id)
+            return [[artist["id"], artist["name"]]]
+        page = self._call(self.sp.search, q=f'artist:"{ref}"', type="artist", limit=self.config.page_size,
+                          market=self.config.market)
+        hits = page["artists"]["items"]
+        wanted = normalise_name(ref)
+        return [[a["id"], a["name"]] for a in hits if normalise_name(a["name"]) == wanted][:1]
+
+    # ------------------------------------------------------------------ albums, tracks
+    def artist_albums(self, artist_id: str) -> list[str]:
+        """The ids of an artist's albums and singles, in the API's order."""
+        page = self._call(self.sp.artist_albums, artist_id, include_groups="album,single", limit=self.config.page_size)
+        return [album["id"] for album in self._pages(page)]
+
     def _full_tracks(self, ids: list[str]) -> list[dict[str, Any]]:
         if self.stats.batch_endpoint != "withheld":
             try:
@@ -161,52 +212,96 @@ class SpotifyCrawler:
                 log.info("spotify: batch /tracks is not available to this app; one call per track")
         return [self._call(self.sp.track, i, market=self.config.market) for i in ids]
 
+    def album_rows(self, album_id: str, genre: str | None = None) -> list[dict[str, Any]]:
+        """Catalogue source rows of every track of one album (duplicates kept: :func:`assemble` drops them)."""
+        ids = [t["id"] for t in self._pages(self._call(self.sp.album_tracks, album_id, limit=self.config.page_size))]
+        return [track_row(t, genre) for t in self._full_tracks(ids) if t]
+
+    def playlist_rows(self, playlist: str, genre: str | None = None) -> list[dict[str, Any]]:
+        """Catalogue source rows of a playlist's tracks (episodes and local files skipped)."""
+        playlist_id = spotify_id(playlist, "playlist") or playlist
+        page = self._call(self.sp.playlist_items, playlist_id, limit=min(50, self.config.page_size * 5),
+                          market=self.config.market, additional_types=("track",))
+        items = [item.get("track") or item.get("item") for item in self._pages(page)]
+        return [track_row(t, genre) for t in items if t and t.get("type", "track") == "track" and t.get("id")]
+
+    # ------------------------------------------------------------------ a whole genre in one process
     def crawl_genre(self, genre: str) -> pd.DataFrame:
-        """Catalogue source rows (the ingest column names) for every track of the genre's artists."""
+        """Catalogue source rows for every track of the genre's artists, crawled in this process."""
         self.stats = CrawlStats(genre=genre)
+        artists = self.genre_artists(genre)
         rows: list[dict[str, Any]] = []
-        seen_ids: set[str] = set()
-        seen_isrcs: set[str] = set()
-        for artist_id in sorted(self.genre_artists(genre)):
-            albums = list(self._pages(self._call(self.sp.artist_albums, artist_id, include_groups="album,single",
-                                                 limit=self.config.page_size)))
+        for artist_id in sorted(artists):
+            albums = self.artist_albums(artist_id)
             self.stats.albums += len(albums)
-            for album in albums:
-                simple = list(self._pages(self._call(self.sp.album_tracks, album["id"], limit=self.config.page_size)))
-                self.stats.tracks_seen += len(simple)
-                new = [t["id"] for t in simple if t["id"] not in seen_ids]
-                self.stats.duplicate_ids += len(simple) - len(new)
-                seen_ids.update(new)
-                for track in self._full_tracks(new):
-                    isrc = (track.get("external_ids") or {}).get("isrc")
-                    if isrc and isrc in seen_isrcs:
-                        self.stats.duplicate_isrcs += 1
-                        continue
-                    if isrc:
-                        seen_isrcs.add(isrc)
-                    for name in WITHHELD_FIELDS:
-                        value = isrc if name == "isrc" else track.get(name)
-                        if value is None:
-                            self.stats.withheld[name] += 1
-                    rows.append({
-                        "track_id": f"spotify:{track['id']}", "title": track.get("name"),
-                        "artists": ";".join(a["name"] for a in track.get("artists") or []), "isrc": isrc,
-                        "release_date": _release_date((track.get("album") or {}).get("release_date")),
-                        "preview_url": track.get("preview_url"), "popularity": track.get("popularity"),
-                        "genre": genre,
-                    })
+            for album_id in albums:
+                rows += self.album_rows(album_id, genre)
+        frame = assemble(rows, self.stats)
         log.info("spotify crawl: %s", self.stats.summary())
-        frame = pd.DataFrame(rows, columns=["track_id", "title", "artists", "isrc", "release_date", "preview_url",
-                                            "popularity", "genre"])
-        return frame.sort_values("track_id", kind="stable").reset_index(drop=True)
+        return frame
+
+
+_ID = re.compile(r"^[0-9A-Za-z]{22}$")
+
+
+def spotify_id(ref: str, kind: str) -> str | None:
+    """The id in ``spotify:KIND:ID`` or ``https://open.spotify.com/KIND/ID?...``, or ``ref`` if it is a bare id."""
+    match = re.search(rf"(?:spotify:{kind}:|open\.spotify\.com/(?:intl-\w+/)?{kind}/)([0-9A-Za-z]+)", ref)
+    if match:
+        return match.group(1)
+    return ref if _ID.match(ref) else None
+
+
+def track_row(track: dict[str, Any], genre: str | None) -> dict[str, Any]:
+    """One full track object as a catalogue source row (the fields the API withheld stay ``None``)."""
+    return {
+        "track_id": f"spotify:{track['id']}", "title": track.get("name"),
+        "artists": ";".join(a["name"] for a in track.get("artists") or []),
+        "isrc": (track.get("external_ids") or {}).get("isrc"),
+        "release_date": _release_date((track.get("album") or {}).get("release_date")),
+        "preview_url": track.get("preview_url"), "popularity": track.get("popularity"), "genre": genre,
+    }
+
+
+SOURCE_COLUMNS = ["track_id", "title", "artists", "isrc", "release_date", "preview_url", "popularity", "genre"]
+
+
+def assemble(rows: Iterable[dict[str, Any]], stats: CrawlStats) -> pd.DataFrame:
+    """Rows in crawl order -> one row per track: the first of each Spotify id and of each ISRC wins;
+    withheld fields are counted on what is kept. Sorted by track id."""
+    kept: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    seen_isrcs: set[str] = set()
+    for row in rows:
+        stats.tracks_seen += 1
+        if row["track_id"] in seen_ids:
+            stats.duplicate_ids += 1
+            continue
+        seen_ids.add(row["track_id"])
+        isrc = row.get("isrc")
+        if isrc and isrc in seen_isrcs:
+            stats.duplicate_isrcs += 1
+            continue
+        if isrc:
+            seen_isrcs.add(isrc)
+        for name in WITHHELD_FIELDS:
+            if row.get(name) is None:
+                stats.withheld[name] += 1
+        kept.append(row)
+    frame = pd.DataFrame(kept, columns=SOURCE_COLUMNS)
+    return frame.sort_values("track_id", kind="stable").reset_index(drop=True)
 
 
 def crawler_from_config(config: Any) -> SpotifyCrawler:
     """A crawler with the credentials of ``config.secrets`` (a :class:`~hitpredict.config.Config`)."""
-    secrets = config.secrets
+    return crawler_with(config.spotify, config.secrets)
+
+
+def crawler_with(spotify: SpotifyConfig, secrets: Any) -> SpotifyCrawler:
+    """A crawler for ``spotify``'s endpoints with the credentials of ``secrets`` (``SecretsConfig``)."""
     if not (secrets.spotify_client_id and secrets.spotify_client_secret):
         raise SpotifyError("spotify: no credentials: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET in the "
                            "environment (on Databricks, from a secret scope into the job's environment)")
-    client = make_client(config.spotify, secrets.spotify_client_id.get_secret_value(),
+    client = make_client(spotify, secrets.spotify_client_id.get_secret_value(),
                          secrets.spotify_client_secret.get_secret_value())
-    return SpotifyCrawler(config.spotify, client)
+    return SpotifyCrawler(spotify, client)

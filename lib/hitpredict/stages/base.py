@@ -38,6 +38,8 @@ class StageReport:
     failed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     notes: str = ""
+    #: Lines printed under the stage's row (counts per source, withheld fields, ...).
+    details: list[str] = field(default_factory=list)
 
     def count_failure(self, kind: str, n: int = 1) -> None:
         self.failed[kind] = self.failed.get(kind, 0) + n

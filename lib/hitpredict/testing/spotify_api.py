@@ -12,7 +12,9 @@ service does.
 
 ``restricted=True`` answers like a Development-Mode app since 2026: no ``popularity``, no
 ``preview_url`` and no batch ``/tracks?ids=`` (403). ``fail_next(n, retry_after)`` answers
-the next n API calls with 429.
+the next n API calls with 429; ``down_after(n)`` answers every call after the next n with 503
+until ``up()`` (an outage mid-crawl). Also ``/artists/{id}``, ``search?type=artist&q=artist:"X"``
+and ``/playlists/{id}/items`` (``playlists``: id -> track ids).
 """
 from __future__ import annotations
 
@@ -55,13 +57,17 @@ class FakeSpotifyTrack:
 
 _GENRE = re.compile(r'genre:"([^"]+)"')
 _YEAR = re.compile(r"year:(\d{4})")
+_ARTIST = re.compile(r'artist:"([^"]+)"')
 _PREFIX = re.compile(r"(?:^|\s)(\w+)\*")
 
 
 class SpotifyApiServer:
     def __init__(self, artists: list[FakeArtist], client_id: str, client_secret: str, max_limit: int = 10,
-                 offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False) -> None:
+                 offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False,
+                 playlists: dict[str, list[str]] | None = None) -> None:
         self.artists = artists
+        self.playlists = playlists or {}
+        self._ok_left: int | None = None
         self.credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self.max_limit, self.offset_cap = max_limit, offset_cap
         self.token_uses, self.restricted = token_uses, restricted
@@ -90,6 +96,15 @@ class SpotifyApiServer:
     def fail_next(self, n: int, retry_after: float = 0) -> None:
         with self._lock:
             self._fail.extend([(429, retry_after)] * n)
+
+    def down_after(self, n: int) -> None:
+        """Answer 503 to every API call after the next ``n``, until :meth:`up`."""
+        with self._lock:
+            self._ok_left = n
+
+    def up(self) -> None:
+        with self._lock:
+            self._ok_left = None
 
     # ------------------------------------------------------------------ objects
     def _artist(self, a: FakeArtist) -> dict:
@@ -131,6 +146,10 @@ class SpotifyApiServer:
             if offset + limit > self.offset_cap:
                 return 400, {"error": {"status": 400, "message": "Invalid offset"}}
             q = query.get("q", "")
+            named = _ARTIST.search(q)
+            if named:
+                hits = [self._artist(a) for a in self.artists if a.name.lower() == named.group(1).lower()]
+                return 200, {"artists": self._page(path, {"q": q, "type": "artist"}, hits, limit, offset)}
             genre, year, prefix = _GENRE.search(q), _YEAR.search(q), _PREFIX.search(_GENRE.sub("", q))
             found = [a for a in self.artists if (not genre or genre.group(1) in a.genres)
                      and (not year or a.year == int(year.group(1)))
@@ -141,6 +160,17 @@ class SpotifyApiServer:
                 page["next"] = None   # the service stops handing out pages at the cap
             return 200, {"artists": page}
         parts = path.strip("/").split("/")
+        if parts[0] == "artists" and len(parts) == 2:
+            artist = next((a for a in self.artists if a.id == parts[1]), None)
+            return (200, self._artist(artist)) if artist else (404, {"error": {"status": 404,
+                                                                               "message": "Resource not found"}})
+        if parts[0] == "playlists" and len(parts) == 3 and parts[2] == "items":
+            if parts[1] not in self.playlists:
+                return 404, {"error": {"status": 404, "message": "Resource not found"}}
+            items = [{"added_at": "2026-01-01T00:00:00Z", "is_local": False,
+                      "track": self._track(t, al, ar, True)} for ar, al, t in
+                     (self.tracks[i] for i in self.playlists[parts[1]])]
+            return 200, self._page(path, {}, items, limit, offset)
         if parts[0] == "artists" and len(parts) == 3 and parts[2] == "albums":
             artist = next((a for a in self.artists if a.id == parts[1]), None)
             if artist is None:
@@ -198,9 +228,15 @@ class SpotifyApiServer:
                 with server._lock:
                     server.calls["api"] += 1
                     fault = server._fail.pop(0) if server._fail else None
+                    if server._ok_left is not None:
+                        if server._ok_left <= 0:
+                            fault = (503, 0)
+                        server._ok_left -= 1
                     left = server.tokens.get(token)
                     if left is not None and left > 0 and not fault:
                         server.tokens[token] = left - 1
+                if fault and fault[0] == 503:
+                    return self._send(503, {"error": {"status": 503, "message": "Service unavailable"}})
                 if fault:
                     return self._send(429, {"error": {"status": 429, "message": "API rate limit exceeded"}},
                                       {"Retry-After": str(int(fault[1]))})
@@ -213,3 +249,28 @@ class SpotifyApiServer:
                 self._send(status, body)
 
         return Handler
+
+
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "bu"]
+
+
+def sample_artists(artists_2020: int = 12, artists_2021: int = 3) -> list[FakeArtist]:
+    """Hip-hop artists with two albums of three tracks; one single reappears on an album (same id)
+    and one track is re-issued under a new id with the same ISRC."""
+    artists = []
+    for i in range(artists_2020 + artists_2021):
+        name = f"{SYLLABLES[i % 10].title()}{SYLLABLES[(i // 10) % 10]} {SYLLABLES[(i * 7) % 10].title()}"
+        artist = FakeArtist(f"ar{i:03d}", name, ["hip hop"], 2020 if i < artists_2020 else 2021)
+        for j in range(2):
+            album = FakeAlbum(f"al{i:03d}{j}", f"Album {j}", "2020-05-01" if j else "2020")
+            for k in range(3):
+                album.tracks.append(FakeSpotifyTrack(f"tr{i:03d}{j}{k}", f"Song {i}-{j}-{k}", f"QZ{i:03d}{j}{k}00000",
+                                                     popularity=(i * 7 + k) % 100,
+                                                     preview_url=f"https://p.scdn.test/{i}{j}{k}.mp3"))
+            artist.albums.append(album)
+        artists.append(artist)
+    artists[0].albums[1].tracks.append(artists[0].albums[0].tracks[0])              # same id twice
+    reissue = artists[1].albums[0].tracks[0]
+    artists[1].albums[1].tracks.append(FakeSpotifyTrack("trreissue", reissue.name, reissue.isrc, 3, None))
+    artists.append(FakeArtist("arjazz", "Some Jazz Trio", ["jazz"], 2020))
+    return artists
