@@ -4,6 +4,7 @@ the Deezer and iTunes fakes, counts printed, and the secret in no output of the 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp
     pd.testing.assert_frame_equal(resumed.rows, whole.rows)
     pd.testing.assert_frame_equal(third.rows, whole.rows)
     assert third.units_crawled == 0
+    runs = [json.loads(p) for p in lake.read("crawl_state").where("level = 'run'").orderBy("unit")
+            .toPandas()["payload"]]
+    assert [(r["tracks"], r["units_resumed"], r["crawl"]) for r in runs] == [
+        (90, saved, "genre:hip hop"), (90, whole.units_crawled, "genre:hip hop")]
     for stats in (resumed.stats, third.stats):
         assert (stats.artists, stats.albums, stats.tracks_seen, stats.duplicate_ids, stats.duplicate_isrcs) == (
             whole.stats.artists, whole.stats.albums, whole.stats.tracks_seen, 1, 1)
@@ -88,7 +93,7 @@ def test_artist_list_and_playlist_crawls(spark, lake):
     assert sorted(by_artist.rows["track_id"].str[-5:-2].unique()) == ["000", "001"] and len(by_artist.rows) == 12
     assert list(listed.rows["track_id"]) == ["spotify:tr00000", "spotify:tr00102", "spotify:tr00211"]
     assert listed.stats.duplicate_ids == 1 and listed.rows["preview_url"].notna().all()
-    assert set(lake.read("crawl_state").toPandas()["level"]) == {"artist_ref", "artist", "album", "playlist"}
+    assert set(lake.read("crawl_state").toPandas()["level"]) == {"artist_ref", "artist", "album", "playlist", "run"}
     with pytest.raises(SpotifyError, match="exactly one of --genre, --artists or --playlist"):
         CrawlRequest(genre="hip hop", playlist="pl7xq")
 
@@ -150,6 +155,10 @@ def test_ingest_spotify_genre_fills_previews_from_deezer_and_itunes_and_never_sh
             assert (row["popularity"], row["popularity_source"]) == (pytest.approx(fake.rank / 10_000), "deezer_rank")
         else:
             assert pd.isna(row["popularity"]) and pd.isna(row["popularity_source"])
+    runs = DeltaTable(str(tmp_path / "lakehouse" / "crawl_state")).to_pandas().query("level == 'run'")
+    assert len(runs) == 2                                # each finished crawl keeps its counts
+    assert [json.loads(p)["withheld"] for p in runs["payload"]] == [
+        {"popularity": 90, "preview_url": 90, "isrc": 0}] * 2
     rejects = DeltaTable(str(tmp_path / "lakehouse" / "rejects")).to_pandas()
     assert len(rejects) == nowhere                       # the second run rejected the same rows again: not stored twice
     assert rejects["reason"].str.contains(

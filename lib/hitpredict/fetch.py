@@ -12,13 +12,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import random
 import socket
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -26,6 +23,7 @@ import requests
 import urllib3
 
 from hitpredict.config import FetchConfig
+from hitpredict.http_retry import HostSlots, backoff_seconds, first_line, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +188,7 @@ class Fetcher:
         self._session.trust_env = False
         if config.proxy:
             self._session.proxies = {"http": config.proxy, "https": config.proxy}
-        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
+        self._slot = HostSlots(config.per_host_concurrency)
 
     def close(self) -> None:
         self._session.close()
@@ -244,20 +241,8 @@ class Fetcher:
                 if not err.transient or attempt > self.config.max_retries:
                     return FetchResult(item.track_id, url, "failed", error_kind=err.kind, error_detail=err.detail,
                                        attempts=attempt, transient=err.transient)
-                self._sleep(self._backoff(attempt, err.retry_after))
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.config.backoff_max_s, max(0.0, retry_after))
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # "equal jitter"
-
-    def _slot(self, host: str) -> threading.BoundedSemaphore:
-        with self._lock:
-            slot = self._host_slots.get(host)
-            if slot is None:
-                slot = self._host_slots[host] = threading.BoundedSemaphore(self.config.per_host_concurrency)
-            return slot
+                self._sleep(backoff_seconds(attempt, err.retry_after, self.config.backoff_base_s,
+                                            self.config.backoff_max_s))
 
     def _get(self, url: str) -> tuple[bytes, str | None, str]:
         """One attempt, following redirects by hand so every hop passes the address policy."""
@@ -273,7 +258,7 @@ class Fetcher:
                     if reply.status_code != 200:
                         raise FetchError(f"http_{reply.status_code}", f"HTTP {reply.status_code} from {host}",
                                          transient=reply.status_code in TRANSIENT_STATUS,
-                                         retry_after=_retry_after(reply.headers.get("Retry-After")))
+                                         retry_after=retry_after_seconds(reply.headers.get("Retry-After")))
                     return self._read_body(reply), reply.headers.get("Content-Type"), url
                 finally:
                     reply.close()
@@ -288,9 +273,9 @@ class Fetcher:
         except requests.exceptions.Timeout as exc:
             raise FetchError("timeout", f"{type(exc).__name__} for {url}", transient=True) from None
         except requests.exceptions.ConnectionError as exc:
-            raise FetchError("connection_error", _first_line(exc), transient=True) from None
+            raise FetchError("connection_error", first_line(exc), transient=True) from None
         except requests.exceptions.RequestException as exc:
-            raise FetchError("bad_url", _first_line(exc)) from None
+            raise FetchError("bad_url", first_line(exc)) from None
 
     def _read_body(self, reply: requests.Response) -> bytes:
         limit = self.config.max_body_bytes
@@ -315,10 +300,10 @@ class Fetcher:
                                      transient=True)
                 chunks.append(chunk)
         except urllib3.exceptions.ReadTimeoutError as exc:
-            raise FetchError("timeout", _first_line(exc), transient=True) from None
+            raise FetchError("timeout", first_line(exc), transient=True) from None
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
             kind = "truncated" if "IncompleteRead" in repr(exc) or "incomplete" in str(exc).lower() else "connection_error"
-            raise FetchError(kind, _first_line(exc), transient=True) from None
+            raise FetchError(kind, first_line(exc), transient=True) from None
         data = b"".join(chunks)
         if declared and declared.isdigit() and len(data) != int(declared):
             raise FetchError("truncated", f"got {len(data)} of {declared} bytes", transient=True)
@@ -349,7 +334,7 @@ class Fetcher:
             return FetchResult(item.track_id, uri, "failed", error_kind="missing_file",
                                error_detail=f"no such file: {uri}", attempts=1)
         except (OSError, ValueError) as exc:
-            return FetchResult(item.track_id, uri, "failed", error_kind="read_error", error_detail=_first_line(exc),
+            return FetchResult(item.track_id, uri, "failed", error_kind="read_error", error_detail=first_line(exc),
                                attempts=1, transient=True)
         return _ok(item.track_id, uri, data, CONTENT_TYPES[kind], 1)
 
@@ -357,22 +342,3 @@ class Fetcher:
 def _ok(track_id: str, url: str, data: bytes, content_type: str, attempts: int) -> FetchResult:
     return FetchResult(track_id, url, "ok", audio=data, content_type=content_type, size_bytes=len(data),
                        sha256=hashlib.sha256(data).hexdigest(), attempts=attempts)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

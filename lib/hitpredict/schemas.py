@@ -139,8 +139,10 @@ SCORES = pa.schema([
 #: Units of work of resumable API crawls (Spotify): one row per unit done, with its result.
 CRAWL_STATE = pa.schema([
     _f("crawl_id", pa.string(), nullable=False),        # "genre:hip hop", "artists:<hash>", "playlist:<id>"
-    _f("level", pa.string(), nullable=False),           # "slice" | "artist_ref" | "artist" | "album" | "playlist"
-    _f("unit", pa.string(), nullable=False),            # search query, artist ref or id, album id, playlist id
+    _f("level", pa.string(), nullable=False),           # "slice" | "artist_ref" | "artist" | "album" | "playlist";
+                                                        # "run": one per finished crawl, its counts
+    _f("unit", pa.string(), nullable=False),            # search query, artist ref or id, album id, playlist id,
+                                                        # or the run's time
     _f("payload", pa.string(), nullable=False),         # JSON: what the unit found (artists, album ids, track rows)
     _f("items", pa.int64()),                            # how many things it found
     _f("crawled_at", TIMESTAMP, nullable=False),

@@ -7,8 +7,6 @@ limit); callers pass ``retry_codes`` so those are retried the same way.
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -16,7 +14,7 @@ from urllib.parse import urlsplit
 import requests
 
 from hitpredict.config import ResolveConfig
-from hitpredict.fetch import _first_line, _retry_after
+from hitpredict.http_retry import HostSlots, backoff_seconds, first_line, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +37,7 @@ class ApiClient:
         self._sleep = sleep
         self._session = requests.Session()
         self._session.headers["User-Agent"] = config.user_agent
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
+        self._slot = HostSlots(config.per_host_concurrency)
         self.waits: list[float] = []   # every pause taken, for run summaries and tests
 
     def close(self) -> None:
@@ -52,18 +49,8 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _slot(self, host: str) -> threading.BoundedSemaphore:
-        with self._lock:
-            if host not in self._slots:
-                self._slots[host] = threading.BoundedSemaphore(self.config.per_host_concurrency)
-            return self._slots[host]
-
     def _pause(self, attempt: int, retry_after: float | None) -> None:
-        if retry_after is not None:
-            wait = min(self.config.backoff_max_s, max(0.0, retry_after))
-        else:
-            ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
-            wait = random.uniform(ceiling / 2, ceiling)
+        wait = backoff_seconds(attempt, retry_after, self.config.backoff_base_s, self.config.backoff_max_s)
         self.waits.append(wait)
         self._sleep(wait)
 
@@ -85,14 +72,14 @@ class ApiClient:
                         return body
                     problem = ApiError("quota", f"{host}: error code {code} ({body['error'].get('message')})")
                 elif reply.status_code in TRANSIENT:
-                    retry_after = _retry_after(reply.headers.get("Retry-After"))
+                    retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
                     problem = ApiError(f"http_{reply.status_code}", f"HTTP {reply.status_code} from {host}")
                 else:
                     raise ApiError(f"http_{reply.status_code}", f"HTTP {reply.status_code} from {host}")
             except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
-                problem = ApiError("connection_error", _first_line(exc))
+                problem = ApiError("connection_error", first_line(exc))
             except ValueError as exc:   # not JSON
-                raise ApiError("bad_json", f"{host}: {_first_line(exc)}") from None
+                raise ApiError("bad_json", f"{host}: {first_line(exc)}") from None
             if attempt > self.config.max_retries:
                 raise problem
             log.debug("%s (attempt %d), retrying", problem, attempt)

@@ -41,7 +41,7 @@ class SpotifyError(SourceError):
 
 @dataclass
 class CrawlStats:
-    genre: str = ""
+    crawl: str = ""                                           # what was crawled: "genre:hip hop", ...
     slices: int = 0
     capped_slices: list[str] = field(default_factory=list)   # slices still over the cap after splitting
     artists: int = 0
@@ -53,9 +53,17 @@ class CrawlStats:
     token_refreshes: int = 0
     batch_endpoint: str = "unknown"                           # "available" | "withheld"
 
+    def as_record(self) -> dict[str, Any]:
+        """The counts as plain data (kept in ``crawl_state`` after each crawl)."""
+        return {"crawl": self.crawl, "slices": self.slices, "capped_slices": self.capped_slices,
+                "artists": self.artists, "albums": self.albums, "tracks_seen": self.tracks_seen,
+                "duplicate_ids": self.duplicate_ids, "duplicate_isrcs": self.duplicate_isrcs,
+                "withheld": {name: self.withheld.get(name, 0) for name in WITHHELD_FIELDS},
+                "token_refreshes": self.token_refreshes, "batch_endpoint": self.batch_endpoint}
+
     def summary(self) -> str:
         withheld = ", ".join(f"{k} {self.withheld.get(k, 0)}" for k in WITHHELD_FIELDS)
-        return (f"genre {self.genre!r}: {self.slices} search slices, {self.artists} artists, {self.albums} albums, "
+        return (f"{self.crawl}: {self.slices} search slices, {self.artists} artists, {self.albums} albums, "
                 f"{self.tracks_seen} tracks seen, {self.duplicate_ids} duplicate ids, {self.duplicate_isrcs} "
                 f"duplicate ISRCs; withheld: {withheld}; batch /tracks {self.batch_endpoint}")
 
@@ -228,7 +236,7 @@ class SpotifyCrawler:
     # ------------------------------------------------------------------ a whole genre in one process
     def crawl_genre(self, genre: str) -> pd.DataFrame:
         """Catalogue source rows for every track of the genre's artists, crawled in this process."""
-        self.stats = CrawlStats(genre=genre)
+        self.stats = CrawlStats(crawl=f"genre:{genre}")
         artists = self.genre_artists(genre)
         rows: list[dict[str, Any]] = []
         for artist_id in sorted(artists):

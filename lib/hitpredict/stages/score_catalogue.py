@@ -62,10 +62,6 @@ def resolve_models(config: Config) -> list[ResolvedModel]:
     return models
 
 
-def _describe(params) -> dict:
-    return {k: v for k, v in params.__dict__.items()}
-
-
 def check_audio(models: list[ResolvedModel], features_params: Counter) -> None:
     """Refuse a model whose spectrogram parameters differ from those of the features to score."""
     for model in models:
@@ -73,8 +69,8 @@ def check_audio(models: list[ResolvedModel], features_params: Counter) -> None:
         for params_json, count in features_params.items():
             have = params_of_features(params_json)
             if have != wanted:
-                diff = ", ".join(f"{k} {v} (model) vs {_describe(have)[k]} (features)"
-                                 for k, v in _describe(wanted).items() if _describe(have)[k] != v)
+                diff = ", ".join(f"{k} {v} (model) vs {vars(have)[k]} (features)"
+                                 for k, v in vars(wanted).items() if vars(have)[k] != v)
                 raise ScoreError(
                     f"{model.label} was trained on other audio parameters than the features of {count} track(s) "
                     f"to score: {diff}; extract features with the model's parameters (hitpredict score-folder "

@@ -79,7 +79,8 @@ class CrawlState:
         from pyspark.sql import functions as F
 
         self.lake, self.crawl_id = lake, crawl_id
-        done = lake.read("crawl_state").where(F.col("crawl_id") == crawl_id).select("level", "unit", "payload")
+        done = lake.read("crawl_state").where((F.col("crawl_id") == crawl_id) & (F.col("level") != "run")) \
+            .select("level", "unit", "payload")
         self.done: dict[tuple[str, str], Any] = {(r.level, r.unit): json.loads(r.payload) for r in done.collect()}
         self.resumed = len(self.done)
         self.added = 0
@@ -93,6 +94,13 @@ class CrawlState:
         self.added += 1
         self._pending.append({"crawl_id": self.crawl_id, "level": level, "unit": unit, "payload": json.dumps(payload),
                               "items": items, "crawled_at": dt.datetime.now(dt.timezone.utc)})
+
+    def record_run(self, summary: dict[str, Any]) -> None:
+        """One ``run`` row: what this crawl found and what the API withheld, for later audits."""
+        now = dt.datetime.now(dt.timezone.utc)
+        self._pending.append({"crawl_id": self.crawl_id, "level": "run", "unit": now.isoformat(),
+                              "payload": json.dumps(summary), "items": summary.get("tracks"), "crawled_at": now})
+        self.commit()
 
     def commit(self) -> None:
         if self._pending:
@@ -207,7 +215,7 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
     lake.ensure("crawl_state")
     state = CrawlState(lake, request.crawl_id)
     crawler = crawler_from_config(config)
-    stats = CrawlStats(genre=request.genre or request.playlist or f"{len(request.artists)} artists")
+    stats = CrawlStats(crawl=request.crawl_id)
     crawler.stats = stats
     result = CrawlResult(pd.DataFrame(), stats)
     failures: list[str] = []
@@ -240,6 +248,9 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
                            f"{len(state.done)} unit(s) are saved in crawl_state: run the same command again to "
                            "resume")
     result.rows = assemble(rows, stats)
+    record = {**stats.as_record(), "tracks": len(result.rows), "units_crawled": result.units_crawled,
+              "units_resumed": result.units_resumed, "missing_artists": result.missing_artists}
+    state.record_run(record)
     log.info("spotify crawl %s: %s; %d unit(s) resumed, %d crawled", request.crawl_id, stats.summary(),
              result.units_resumed, result.units_crawled)
     return result

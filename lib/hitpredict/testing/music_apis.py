@@ -15,14 +15,15 @@ and ``max_in_flight`` records the most concurrent requests seen per service.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from hitpredict.testing.loopback import LoopbackServer, send_json
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class FakeTrack:
 _QUERY = re.compile(r'(artist|track):"([^"]*)"')
 
 
-class MusicApiServer:
+class MusicApiServer(LoopbackServer):
     def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0) -> None:
         self.tracks = tracks
         self.latency_s = latency_s
@@ -50,29 +51,9 @@ class MusicApiServer:
         self._in_flight: Counter = Counter()
         self._faults: dict[str, deque] = {"deezer": deque(), "itunes": deque()}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     # ------------------------------------------------------------------ control
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> "MusicApiServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "MusicApiServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def fail_next(self, service: str, statuses: list[int], retry_after: float | None = None) -> None:
         with self._lock:
             self._faults[service].extend(("status", s, retry_after) for s in statuses)
@@ -156,14 +137,7 @@ class MusicApiServer:
                     else:
                         body = server._answer(service, "/" + rest, parse_qs(parts.query))
                         status, body = (200, body) if body is not None else (404, {"error": "not found"})
-                    data = json.dumps(body).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
+                    send_json(self, status, body, headers)
                 finally:
                     with server._lock:
                         server._in_flight[service] -= 1

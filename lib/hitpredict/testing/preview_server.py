@@ -30,10 +30,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Literal, Mapping
 from urllib.parse import unquote, urlsplit
+
+from hitpredict.testing.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class Fault:
             raise ValueError("a redirect fault needs a location")
 
 
-class PreviewServer:
+class PreviewServer(LoopbackServer):
     """Serves files (from a mapping and/or a folder) on 127.0.0.1 with injectable faults.
 
     Parameters
@@ -87,34 +89,7 @@ class PreviewServer:
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
-        self._httpd = _QuietServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "PreviewServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="preview-server", daemon=True)
-        self._thread.start()
-        log.info("preview server on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "PreviewServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ content and faults
-    @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_handler_for(self), host, port)
 
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name.lstrip('/')}"
@@ -153,17 +128,6 @@ class PreviewServer:
         if fault is not None and fault.times is not None and hit > fault.times:
             fault = None
         return hit, fault
-
-
-class _QuietServer(ThreadingHTTPServer):
-    """Clients that hang up mid-request (timeouts, size caps) are normal here, not errors."""
-
-    # socketserver's default backlog of 5 drops connections when hundreds of fetch
-    # threads connect at once (each drop costs a 1 s SYN retransmit).
-    request_queue_size = 1024
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        log.debug("client %s went away", client_address, exc_info=True)
 
 
 def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:

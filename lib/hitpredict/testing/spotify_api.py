@@ -19,14 +19,15 @@ and ``/playlists/{id}/items`` (``playlists``: id -> track ids).
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from hitpredict.testing.loopback import LoopbackServer, send_json
 
 
 @dataclass
@@ -61,7 +62,7 @@ _ARTIST = re.compile(r'artist:"([^"]+)"')
 _PREFIX = re.compile(r"(?:^|\s)(\w+)\*")
 
 
-class SpotifyApiServer:
+class SpotifyApiServer(LoopbackServer):
     def __init__(self, artists: list[FakeArtist], client_id: str, client_secret: str, max_limit: int = 10,
                  offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False,
                  playlists: dict[str, list[str]] | None = None) -> None:
@@ -75,23 +76,9 @@ class SpotifyApiServer:
         self.calls: Counter = Counter()
         self._fail: list[tuple[int, float]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.albums = {a.id: (artist, a) for artist in artists for a in artist.albums}
         self.tracks = {t.id: (artist, a, t) for artist in artists for a in artist.albums for t in a.tracks}
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> "SpotifyApiServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(self._handler())
 
     def fail_next(self, n: int, retry_after: float = 0) -> None:
         with self._lock:
@@ -200,14 +187,7 @@ class SpotifyApiServer:
                 pass
 
             def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body, headers)
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
