@@ -94,3 +94,41 @@ def test_credentials_come_from_the_environment_and_their_absence_is_one_line():
                              environ={"SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": SECRET})
         assert SECRET not in repr(config) and SECRET not in str(config.model_dump())
         assert len(crawler_from_config(config).crawl_genre("hip hop")) == 12
+
+
+class FakeDbutils:
+    """``dbutils.secrets.get(scope, key)`` as on Databricks, from a dict; records what was asked."""
+
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self.secrets, self.values, self.asked = self, values, []
+
+    def get(self, scope: str, key: str) -> str:
+        self.asked.append((scope, key))
+        return self.values[(scope, key)]
+
+
+def test_credentials_from_a_databricks_secret_scope(caplog):
+    from hitpredict.credentials import spotify_credentials
+    from hitpredict.ingest import SourceError
+    from hitpredict.sources.spotify import crawler_with
+
+    caplog.set_level(logging.DEBUG)
+    scope = {("hp", "spotify_client_id"): CLIENT_ID, ("hp", "spotify_client_secret"): SECRET}
+    with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
+        config = load_config(None, [f"spotify.api_url={server.base_url}/v1/",
+                                    f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",
+                                    "spotify.last_year=2020", "secrets.databricks_scope=hp"], environ={})
+        dbutils = FakeDbutils(scope)
+        secrets = spotify_credentials(config.secrets, dbutils)
+        rows = crawler_with(config.spotify, secrets).crawl_genre("hip hop")
+    assert len(rows) == 12 and dbutils.asked == [("hp", "spotify_client_id"), ("hp", "spotify_client_secret")]
+    assert SECRET not in repr(secrets) and SECRET not in caplog.text
+    from_env = load_config(None, ["secrets.databricks_scope=hp"],
+                           environ={"SPOTIPY_CLIENT_ID": "id-from-env", "SPOTIPY_CLIENT_SECRET": "secret-from-env"})
+    unused = FakeDbutils(scope)
+    assert spotify_credentials(from_env.secrets, unused) is from_env.secrets and unused.asked == []
+    with pytest.raises(SourceError, match=r"^databricks secret scope 'hp': cannot read key 'spotify_client_secret' "
+                                          r"\(KeyError\)$"):
+        spotify_credentials(config.secrets, FakeDbutils({("hp", "spotify_client_id"): CLIENT_ID}))
+    with pytest.raises(SourceError, match="dbutils is not available"):
+        spotify_credentials(config.secrets)       # not on Databricks

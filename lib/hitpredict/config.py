@@ -363,6 +363,11 @@ class SecretsConfig(_Section):
 
     spotify_client_id: SecretStr | None = None
     spotify_client_secret: SecretStr | None = None
+    #: A Databricks secret scope to read the Spotify credentials from (``dbutils.secrets``) when
+    #: they are not given by environment; the keys name them inside the scope.
+    databricks_scope: str | None = None
+    spotify_client_id_key: str = "spotify_client_id"
+    spotify_client_secret_key: str = "spotify_client_secret"
 
 
 class Config(_Section):

@@ -301,8 +301,11 @@ def assemble(rows: Iterable[dict[str, Any]], stats: CrawlStats) -> pd.DataFrame:
 
 
 def crawler_from_config(config: Any) -> SpotifyCrawler:
-    """A crawler with the credentials of ``config.secrets`` (a :class:`~hitpredict.config.Config`)."""
-    return crawler_with(config.spotify, config.secrets)
+    """A crawler with the credentials of ``config.secrets`` (a :class:`~hitpredict.config.Config`),
+    or of its Databricks secret scope."""
+    from hitpredict.credentials import spotify_credentials
+
+    return crawler_with(config.spotify, spotify_credentials(config.secrets))
 
 
 def crawler_with(spotify: SpotifyConfig, secrets: Any) -> SpotifyCrawler:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import pandas as pd
 
 from hitpredict.config import Config, SecretsConfig, SpotifyConfig
+from hitpredict.credentials import spotify_credentials
 from hitpredict.lake import Lake
-from hitpredict.sources.spotify import (CrawlStats, SpotifyCrawler, SpotifyError, assemble, crawler_from_config,
+from hitpredict.sources.spotify import (CrawlStats, SpotifyCrawler, SpotifyError, assemble,
                                         crawler_with, spotify_id)
 
 if TYPE_CHECKING:
@@ -214,7 +215,8 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
     """
     lake.ensure("crawl_state")
     state = CrawlState(lake, request.crawl_id)
-    crawler = crawler_from_config(config)
+    secrets = spotify_credentials(config.secrets)
+    crawler = crawler_with(config.spotify, secrets)
     stats = CrawlStats(crawl=request.crawl_id)
     crawler.stats = stats
     result = CrawlResult(pd.DataFrame(), stats)
@@ -230,12 +232,12 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
     else:
         artists = sorted(_resumable(state, lambda: _artists(request, state, crawler, result)))
         _fan_out(spark, state, "artist", artists,
-                 _unit_task(config.spotify, config.secrets, "artist", request.genre), config.spotify, failures)
+                 _unit_task(config.spotify, secrets, "artist", request.genre), config.spotify, failures)
         albums = [a for artist in artists if ("artist", artist) in state.done
                   for a in state.done[("artist", artist)]["albums"]]
         stats.albums = len(albums)
         _fan_out(spark, state, "album", albums,
-                 _unit_task(config.spotify, config.secrets, "album", request.genre), config.spotify, failures)
+                 _unit_task(config.spotify, secrets, "album", request.genre), config.spotify, failures)
         payloads = [state.done[("album", a)] for a in albums if ("album", a) in state.done]
         batch = {p.get("batch") for p in payloads}
         stats.batch_endpoint = "withheld" if "withheld" in batch else "available" if "available" in batch \
