@@ -64,14 +64,18 @@ def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp
         before = server.calls["api"]
         third = crawl(config, spark, lake, request)
         assert server.calls["api"] == before               # everything was in crawl_state: no call at all
+        weekly = crawl(config, spark, lake, CrawlRequest(genre="hip hop", tag="2026-11-29"))
+        assert server.calls["api"] - before == full_calls  # a new tag crawls afresh
     assert 0 < saved and resumed.units_resumed == saved and resumed.units_crawled > 0
     assert resumed_calls < full_calls
     assert whole.units_crawled == saved + resumed.units_crawled
     pd.testing.assert_frame_equal(resumed.rows, whole.rows)
     pd.testing.assert_frame_equal(third.rows, whole.rows)
     assert third.units_crawled == 0
-    runs = [json.loads(p) for p in lake.read("crawl_state").where("level = 'run'").orderBy("unit")
-            .toPandas()["payload"]]
+    pd.testing.assert_frame_equal(weekly.rows, whole.rows)
+    assert (weekly.units_resumed, weekly.units_crawled) == (0, whole.units_crawled)
+    runs = [json.loads(p) for p in lake.read("crawl_state").where("level = 'run' and crawl_id = 'genre:hip hop'")
+            .orderBy("unit").toPandas()["payload"]]
     assert [(r["tracks"], r["units_resumed"], r["crawl"]) for r in runs] == [
         (90, saved, "genre:hip hop"), (90, whole.units_crawled, "genre:hip hop")]
     for stats in (resumed.stats, third.stats):

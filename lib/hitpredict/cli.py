@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--artist", dest="artists", action="append", default=[], metavar="REF",
                              help="spotify: crawl this artist (id, URI, URL or exact name; repeatable)")
             cmd.add_argument("--playlist", help="spotify: crawl this playlist (id, URI or URL)")
+            cmd.add_argument("--crawl-tag", help="spotify: name this crawl (e.g. a date): a new tag crawls afresh, "
+                                                 "the same tag resumes (default: spotify.crawl_tag)")
         if name == "train_model":
             cmd.add_argument("--family", default=None, help="model family (default: train.family)")
             cmd.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)")
@@ -113,7 +115,8 @@ def _run_stage(module_name: str):
         if module_name == "ingest_catalogue":
             if args.source:
                 config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"source": args.source})})
-            extra.update(genre=args.genre, artists=args.artists or None, playlist=args.playlist)
+            extra.update(genre=args.genre, artists=args.artists or None, playlist=args.playlist,
+                         crawl_tag=args.crawl_tag)
         _print_stages([stage.run(config, spark, lake, **extra)])
         _print_tables(lake.tables())
         return 0

@@ -277,6 +277,9 @@ class SpotifyConfig(_Section):
     genre: str | None = None
     artists: list[str] = Field(default_factory=list)
     playlist: str | None = None
+    #: Names one crawl (e.g. a scheduled job's date): a new tag crawls afresh, the same tag
+    #: resumes; without one, a finished crawl is read back from ``crawl_state``.
+    crawl_tag: str | None = None
     #: Units (artists, albums) per Spark job; each job's results are committed to ``crawl_state``,
     #: so an interrupted crawl resumes from there.
     commit_every: int = Field(200, ge=1)

@@ -121,7 +121,7 @@ def _outcome_lines(looked_up: int, outcomes: Counter) -> list[str]:
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = None, *, genre: str | None = None,
-        artists: list[str] | None = None, playlist: str | None = None) -> StageReport:
+        artists: list[str] | None = None, playlist: str | None = None, crawl_tag: str | None = None) -> StageReport:
     """Ingest ``path`` (default ``ingest.path``) or a Spotify crawl; appends only tracks not in the catalogue yet."""
     started = time.monotonic()
     kind = config.ingest.source or ("spotify" if genre or artists or playlist else None)
@@ -129,7 +129,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
     if kind == "spotify":
         from hitpredict.stages import spotify_crawl
 
-        request = spotify_crawl.CrawlRequest.from_config(config.spotify, genre, artists, playlist)
+        request = spotify_crawl.CrawlRequest.from_config(config.spotify, genre, artists, playlist, crawl_tag)
         source = f"spotify:{request.crawl_id}"
         crawl = spotify_crawl.crawl(config, spark, lake, request)
         rows = crawl.rows.assign(popularity_source=crawl.rows["popularity"].notna().map({True: "spotify",

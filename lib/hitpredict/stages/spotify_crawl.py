@@ -39,6 +39,9 @@ class CrawlRequest:
     genre: str | None = None
     artists: tuple[str, ...] = ()
     playlist: str | None = None
+    #: Names one crawl of the same thing (e.g. the week of a scheduled job): a new tag crawls
+    #: afresh, the same tag resumes.
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         given = sum(map(bool, (self.genre, self.artists, self.playlist)))
@@ -50,18 +53,21 @@ class CrawlRequest:
     def crawl_id(self) -> str:
         """The key of this crawl's rows in ``crawl_state``."""
         if self.genre:
-            return f"genre:{self.genre}"
-        if self.playlist:
-            return f"playlist:{spotify_id(self.playlist, 'playlist') or self.playlist}"
-        return "artists:" + hashlib.sha1("\n".join(sorted(self.artists)).encode()).hexdigest()[:16]
+            what = f"genre:{self.genre}"
+        elif self.playlist:
+            what = f"playlist:{spotify_id(self.playlist, 'playlist') or self.playlist}"
+        else:
+            what = "artists:" + hashlib.sha1("\n".join(sorted(self.artists)).encode()).hexdigest()[:16]
+        return f"{what}@{self.tag}" if self.tag else what
 
     @classmethod
     def from_config(cls, config: SpotifyConfig, genre: str | None = None, artists: list[str] | None = None,
-                    playlist: str | None = None) -> "CrawlRequest":
+                    playlist: str | None = None, tag: str | None = None) -> "CrawlRequest":
         """The command line's choice, else the config's."""
+        tag = tag or config.crawl_tag
         if genre or artists or playlist:
-            return cls(genre, tuple(artists or ()), playlist)
-        return cls(config.genre, tuple(config.artists), config.playlist)
+            return cls(genre, tuple(artists or ()), playlist, tag)
+        return cls(config.genre, tuple(config.artists), config.playlist, tag)
 
 
 @dataclass
