@@ -72,7 +72,8 @@ def resolve_columns(mapping: Mapping[str, str | None], source_columns: Iterable[
     return resolved
 
 
-def _clean(value: Any) -> str | None:
+def clean_value(value: Any) -> str | None:
+    """A source cell as stripped text; ``None`` for missing, NaN or blank."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     text = str(value).strip()
@@ -132,13 +133,13 @@ def normalise_catalogue(
         counts[kind] = counts.get(kind, 0) + 1
         bad.append({
             "source": source, "row_number": number, "track_id": track_id, "reason": reason,
-            "raw": json.dumps({str(k): _clean(v) for k, v in record.items()}, ensure_ascii=False),
+            "raw": json.dumps({str(k): clean_value(v) for k, v in record.items()}, ensure_ascii=False),
             "rejected_at": now,
         })
 
     for offset, record in enumerate(records):
         number = first_row_number + offset
-        value = {name: _clean(record.get(col)) if col else None for name, col in columns.items()}
+        value = {name: clean_value(record.get(col)) if col else None for name, col in columns.items()}
         isrc_raw = value.get("isrc")
         isrc = normalise_isrc(isrc_raw)
         audio_uri, preview_url = value.get("audio_uri"), value.get("preview_url")
@@ -204,7 +205,7 @@ def normalise_catalogue(
             "artists": artists or None, "primary_artist": artists[0] if artists else None, "isrc": isrc,
             "release_date": release_date, "audio_uri": audio_uri, "preview_url": preview_url,
             "popularity": popularity,
-            "popularity_source": None if popularity is None else _clean(record.get("popularity_source")) or "label",
+            "popularity_source": None if popularity is None else clean_value(record.get("popularity_source")) or "label",
             "streams": streams, "region": value.get("region"), "genre": value.get("genre"), "ingested_at": now,
         })
         if isrc_raw and not isrc:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pandas as pd
 
 from hitpredict.config import SpotifyConfig
+from hitpredict.http_retry import first_line
 from hitpredict.ingest import SourceError
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,10 @@ class SpotifyCrawler:
                                    f"{reason.splitlines()[0][:120] if reason else 'no answer'}",
                                    int(status.group(1)) if status else exc.http_status) from None
             raise SpotifyError(f"spotify: HTTP {exc.http_status} from {where}", exc.http_status) from None
-        except SpotifyError:
-            raise
         except Exception as exc:  # spotipy raises plain errors for bad credentials and dead connections
-            text = str(exc)
-            if "invalid_client" in text:
+            if "invalid_client" in str(exc):
                 raise SpotifyError("spotify: the client id or secret was refused (invalid_client)") from None
-            raise SpotifyError(f"spotify: {type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}") \
-                from None
+            raise SpotifyError(f"spotify: {type(exc).__name__}: {first_line(exc)}") from None
 
     def _pages(self, page: dict[str, Any] | None, key: str | None = None) -> Iterator[dict[str, Any]]:
         while page:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator
 import pandas as pd
 
 from hitpredict.config import Config
-from hitpredict.ingest import SourceError, normalise_catalogue, normalise_isrc, resolve_columns
+from hitpredict.ingest import SourceError, clean_value, normalise_catalogue, normalise_isrc, resolve_columns
 from hitpredict.lake import Lake
 from hitpredict.sources.folder import read_folder
 from hitpredict.sources.table_file import infer_kind, read_chunks
@@ -47,7 +47,7 @@ def _source_chunks(config: Config, spark: "SparkSession", path: str, kind: str) 
 def _blank(raw: pd.DataFrame, column: str | None) -> pd.Series:
     if not column:
         return pd.Series(True, index=raw.index)
-    return raw[column].isna() | (raw[column].astype(str).str.strip() == "")
+    return raw[column].map(clean_value).isna()
 
 
 def fill_previews(config: Config, spark: "SparkSession", raw: pd.DataFrame, columns: dict[str, str | None],
@@ -62,16 +62,18 @@ def fill_previews(config: Config, spark: "SparkSession", raw: pd.DataFrame, colu
     """
     from hitpredict.stages.resolve_previews import resolve_previews
 
+    isrcs = raw[columns["isrc"]].map(lambda v: normalise_isrc(clean_value(v))) if columns.get("isrc") \
+        else pd.Series(None, index=raw.index, dtype=object)
     need = _blank(raw, columns.get("audio_uri")) & _blank(raw, columns.get("preview_url"))
     if columns.get("track_id"):
         need &= ~raw[columns["track_id"]].astype(str).isin(known["track_id"])
-    elif columns.get("isrc"):
-        need &= ~raw[columns["isrc"]].map(lambda v: normalise_isrc(str(v)) if pd.notna(v) else None) \
-            .isin(known["isrc"])
+    else:
+        need &= ~isrcs.isin(known["isrc"])
     outcomes: Counter = Counter()
     if not need.any():
         return raw, columns, {}, outcomes
-    raw, columns, need = raw.reset_index(drop=True), dict(columns), need.reset_index(drop=True)
+    raw, columns = raw.reset_index(drop=True), dict(columns)
+    need, isrcs = need.reset_index(drop=True), isrcs.reset_index(drop=True)
     for field_name in ("preview_url", "popularity"):
         if not columns.get(field_name):
             columns[field_name] = field_name if field_name not in raw.columns else f"__{field_name}"
@@ -90,7 +92,7 @@ def fill_previews(config: Config, spark: "SparkSession", raw: pd.DataFrame, colu
     queries = pd.DataFrame({
         "key": [str(i) for i in raw.index[need]], "title": col("title").values,
         "artist": [str(a).split(sep)[0].strip() if pd.notna(a) else None for a in col("artists")],
-        "isrc": [normalise_isrc(str(v)) if pd.notna(v) else None for v in col("isrc")],
+        "isrc": isrcs[need].values,
     })
     answers = resolve_previews(spark, config.resolve.model_copy(update={"services": services}), queries)
     tried: dict[int, str] = {}
@@ -103,7 +105,7 @@ def fill_previews(config: Config, spark: "SparkSession", raw: pd.DataFrame, colu
         outcomes[(a.service, "found")] += 1
         raw.at[index, columns["preview_url"]] = a.preview_url
         popularity = raw.at[index, columns["popularity"]]
-        if a.service == "deezer" and pd.notna(a.rank) and (pd.isna(popularity) or not str(popularity).strip()):
+        if a.service == "deezer" and pd.notna(a.rank) and clean_value(popularity) is None:
             raw.at[index, columns["popularity"]] = min(100.0, float(a.rank) / DEEZER_RANK_PER_POINT)
             raw.at[index, "popularity_source"] = "deezer_rank"
     return raw, columns, tried, outcomes
@@ -200,7 +202,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
             f"{s.duplicate_ids} duplicate ids, {s.duplicate_isrcs} duplicate ISRCs); {crawl.units_crawled} units "
             f"crawled, {crawl.units_resumed} resumed from crawl_state; batch /tracks {s.batch_endpoint}")
         report.details.append("withheld by spotify: " + ", ".join(
-            f"{name} {s.withheld.get(name, 0)}" for name in ("popularity", "preview_url", "isrc")))
+            f"{name} {n}" for name, n in s.as_record()["withheld"].items()))
         if crawl.missing_artists:
             report.details.append(f"artists not found: {', '.join(crawl.missing_artists)}")
         if s.capped_slices:

@@ -102,6 +102,10 @@ class CrawlState:
         self._pending.append({"crawl_id": self.crawl_id, "level": level, "unit": unit, "payload": json.dumps(payload),
                               "items": items, "crawled_at": dt.datetime.now(dt.timezone.utc)})
 
+    def resume_hint(self) -> str:
+        """What to tell a user whose crawl stopped."""
+        return f"{len(self.done)} unit(s) are saved in crawl_state: run the same command again to resume"
+
     def record_run(self, summary: dict[str, Any]) -> None:
         """One ``run`` row: what this crawl found and what the API withheld, for later audits."""
         now = dt.datetime.now(dt.timezone.utc)
@@ -209,8 +213,7 @@ def _resumable(state: CrawlState, step: Callable[[], Any]) -> Any:
     except SpotifyError as exc:
         if not state.done:
             raise
-        raise SpotifyError(f"{exc}; {len(state.done)} unit(s) are saved in crawl_state: run the same command again "
-                           "to resume", exc.http_status) from None
+        raise SpotifyError(f"{exc}; {state.resume_hint()}", exc.http_status) from None
 
 
 def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlRequest) -> CrawlResult:
@@ -253,8 +256,7 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
     result.units_resumed, result.units_crawled = state.resumed, state.added
     if failures:
         raise SpotifyError(f"spotify crawl {request.crawl_id!r}: {len(failures)} unit(s) failed, first: {failures[0]}; "
-                           f"{len(state.done)} unit(s) are saved in crawl_state: run the same command again to "
-                           "resume")
+                           f"{state.resume_hint()}")
     result.rows = assemble(rows, stats)
     record = {**stats.as_record(), "tracks": len(result.rows), "units_crawled": result.units_crawled,
               "units_resumed": result.units_resumed, "missing_artists": result.missing_artists}
