@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hitpredict.keras_compat import use_legacy_keras
+from hitpredict.train.launcher import horovod_spark_run, worker_env
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -61,7 +62,6 @@ def run_horovod_smoke(
 ) -> list[dict[str, Any]]:
     """Train the smoke model with ``num_proc`` Horovod processes; one result per rank."""
     use_legacy_keras()
-    import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
     from pyspark.sql import functions as F
 
@@ -72,10 +72,7 @@ def run_horovod_smoke(
     converter = make_spark_converter(df.repartition(num_proc))
     started = time.monotonic()
     try:
-        results = horovod.spark.run(
-            _train_on_shard, args=(converter, steps, epochs), num_proc=num_proc, use_gloo=True,
-            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}, verbose=0,
-        )
+        results = horovod_spark_run(_train_on_shard, num_proc, worker_env(), args=(converter, steps, epochs))
     finally:
         converter.delete()
     log.info("horovod smoke: %d processes trained in %.1fs", num_proc, time.monotonic() - started)

@@ -2,9 +2,12 @@
 Spark, ``sparkdl.HorovodRunner`` on a Databricks ML runtime (same function either way)."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
+import subprocess
+import sys
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,50 @@ def worker_env() -> dict[str, str]:
             "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
 
 
+# Asked in a fresh interpreter: what horovod.tensorflow itself answers about its build.
+_GLOO_PROBE = "import horovod.tensorflow as h; print(bool(h.gloo_built()))"
+
+
+@functools.lru_cache(maxsize=1)
+def gloo_built_in_fresh_process() -> bool:
+    """Whether horovod was built with gloo, asked once per process in a *spawned* interpreter.
+
+    Horovod's own check forks the caller and imports horovod.tensorflow in the child. Forked from
+    a driver that already holds the Spark gateway's and TensorFlow's threads, that child can die
+    before it answers, and horovod then fails with a bare ``queue.Empty`` (seen on CI; horovod
+    issue #2161). A spawned interpreter inherits no threads.
+    """
+    probe = subprocess.run([sys.executable, "-c", _GLOO_PROBE], env=worker_env(), capture_output=True,
+                           text=True, timeout=600, check=False)
+    answer = probe.stdout.strip().splitlines()[-1:] == ["True"]
+    if not answer:
+        log.warning("horovod gloo probe (exit %d) said %r: %s", probe.returncode, probe.stdout.strip(),
+                    (probe.stderr.strip().splitlines() or [""])[-1])
+    return answer
+
+
+def _use_fresh_process_gloo_check() -> None:
+    """Point horovod's launchers at :func:`gloo_built_in_fresh_process` instead of their fork check."""
+    import horovod.runner.launch
+    import horovod.spark.runner
+
+    def gloo_built(verbose: bool = False) -> bool:
+        return gloo_built_in_fresh_process()
+
+    horovod.runner.launch.gloo_built = gloo_built
+    horovod.spark.runner.gloo_built = gloo_built
+
+
+def horovod_spark_run(fn: Callable[..., Any], num_proc: int, env: dict[str, str], *,
+                      args: tuple = (), kwargs: dict[str, Any] | None = None) -> list[Any]:
+    """``horovod.spark.run`` with gloo, every process's result in rank order as horovod gives it."""
+    import horovod.spark
+
+    _use_fresh_process_gloo_check()
+    return horovod.spark.run(fn, args=args, kwargs=kwargs or {}, num_proc=num_proc, use_gloo=True, env=env,
+                            verbose=0)
+
+
 def run_processes(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any], num_proc: int) -> list[dict[str, Any]]:
     """Run ``fn(**kwargs)`` in ``num_proc`` Horovod processes; the results sorted by rank
     (HorovodRunner hands back rank 0's result only)."""
@@ -30,8 +77,6 @@ def run_processes(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any], num
 
         log.info("training with sparkdl.HorovodRunner, np=%d", num_proc)
         return [HorovodRunner(np=num_proc).run(fn, **kwargs)]
-    import horovod.spark
-
     log.info("training with horovod.spark.run, %d gloo processes", num_proc)
-    results = horovod.spark.run(fn, kwargs=kwargs, num_proc=num_proc, use_gloo=True, env=worker_env(), verbose=0)
+    results = horovod_spark_run(fn, num_proc, worker_env(), kwargs=kwargs)
     return sorted(results, key=lambda r: r["rank"])
