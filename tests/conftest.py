@@ -40,3 +40,13 @@ def spark(tmp_path_factory):
 def lake(spark, tmp_path):
     """An empty delta-rs lake under the test's own folder."""
     return DeltaRsLake(LakeConfig(engine="delta-rs", root=str(tmp_path / "lakehouse")), spark)
+
+
+@pytest.fixture(scope="session")
+def mp3(tmp_path_factory) -> bytes:
+    """A 3 s synthetic MP3: the bytes the loopback preview servers serve."""
+    from hitpredict.synth.music import TrackStyle, render, write_audio
+
+    path = tmp_path_factory.mktemp("audio") / "a.mp3"
+    write_audio(path, render(TrackStyle(seconds=3.0, seed=2), 22050), 22050, "MP3")
+    return path.read_bytes()

@@ -7,15 +7,7 @@ import pytest
 
 from hitpredict.config import FetchConfig
 from hitpredict.fetch import AddressPolicy, FetchError, Fetcher, FetchItem, sniff_audio
-from hitpredict.synth.music import TrackStyle, render, write_audio
 from hitpredict.testing.preview_server import Fault, PreviewServer
-
-
-@pytest.fixture(scope="module")
-def mp3(tmp_path_factory):
-    path = tmp_path_factory.mktemp("audio") / "a.mp3"
-    write_audio(path, render(TrackStyle(seconds=3.0, seed=2), 22050), 22050, "MP3")
-    return path.read_bytes()
 
 
 @pytest.fixture()

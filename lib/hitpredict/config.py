@@ -120,6 +120,11 @@ class FetchConfig(_Section):
     user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
     #: HTTP(S) proxy URL for preview downloads (environment proxy variables are not read).
     proxy: str | None = None
+    #: A signed preview URL (Deezer's expire within hours) that has expired, or answers 401/403/410,
+    #: is looked up again with ``resolve.services`` for a fresh URL, once per fetch.
+    refresh_expired: bool = True
+    #: A signed URL expiring within this many seconds counts as expired already.
+    expiry_margin_s: float = Field(60.0, ge=0)
 
 
 class FeaturesConfig(_Section):

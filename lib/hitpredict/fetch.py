@@ -6,9 +6,14 @@ that task's tracks with a bounded thread pool over one keep-alive ``requests.Ses
 Outcomes carry an ``error_kind`` and whether it is *transient* (worth another run:
 5xx, 429, timeouts, resets, truncated bodies) or *permanent* (4xx, not audio, too
 large, blocked address): permanent failures are recorded once and never retried.
+
+A *signed* preview URL (Deezer's ``hdnea=exp=...``) that has expired, or that answers
+401/403/410, is handed to the ``refresh`` hook for a fresh URL once (a new look-up of
+the same track) instead of failing for good.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import ipaddress
 import logging
@@ -24,6 +29,7 @@ import urllib3
 
 from hitpredict.config import FetchConfig
 from hitpredict.http_retry import HostSlots, backoff_seconds, first_line, retry_after_seconds
+from hitpredict.signed_urls import is_expired, signed_url_expiry
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 METADATA_ADDRESSES = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2"}
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+#: What a CDN answers for a signed URL past its expiry (or with a revoked signature).
+EXPIRED_SIGNATURE_STATUS = {401, 403, 410}
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,19 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A refresh hook's answer for a track whose signed URL died: a fresh URL, or why none."""
+
+    url: str | None
+    detail: str                      # e.g. "deezer: found by isrc", "deezer: not_found (...)"
+    transient: bool = False          # no URL, but a later run may get one (the service failed)
+
+
+#: Given the item whose signed preview URL expired, look the track up again.
+Refresh = Callable[[FetchItem], Refreshed]
 
 
 class FetchError(Exception):
@@ -172,8 +193,10 @@ def _resolve(host: str) -> list[str]:
 class Fetcher:
     """Fetches previews concurrently; thread-safe; one per Spark task."""
 
-    def __init__(self, config: FetchConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, config: FetchConfig, sleep: Callable[[float], None] = time.sleep,
+                 refresh: Refresh | None = None) -> None:
         self.config = config
+        self.refresh = refresh
         self.policy = AddressPolicy(config.allow_hosts)
         self._sleep = sleep
         self._session = requests.Session()
@@ -227,7 +250,16 @@ class Fetcher:
             return FetchResult(item.track_id, None, "failed", error_kind="no_audio_reference",
                                error_detail="neither audio_uri nor preview_url is set")
         url = item.preview_url
+        signed = signed_url_expiry(url) is not None
+        refreshed = False
         attempt = 0
+        if signed and self.refresh and is_expired(url, dt.datetime.now(dt.timezone.utc),
+                                                   self.config.expiry_margin_s):
+            url, failure = self._refreshed(item, f"signed URL expired at {signed_url_expiry(url):%Y-%m-%d %H:%M} UTC",
+                                           attempt)
+            if failure is not None:
+                return failure
+            refreshed = True
         while True:
             attempt += 1
             try:
@@ -238,11 +270,29 @@ class Fetcher:
                                                   f"starts {data[:16]!r}")
                 return _ok(item.track_id, final_url, data, CONTENT_TYPES[kind], attempt)
             except FetchError as err:
+                if (signed and not refreshed and self.refresh
+                        and err.kind in {f"http_{code}" for code in EXPIRED_SIGNATURE_STATUS}):
+                    url, failure = self._refreshed(item, f"signed URL answered {err.detail}", attempt)
+                    if failure is not None:
+                        return failure
+                    refreshed = True
+                    continue
                 if not err.transient or attempt > self.config.max_retries:
                     return FetchResult(item.track_id, url, "failed", error_kind=err.kind, error_detail=err.detail,
                                        attempts=attempt, transient=err.transient)
                 self._sleep(backoff_seconds(attempt, err.retry_after, self.config.backoff_base_s,
                                             self.config.backoff_max_s))
+
+    def _refreshed(self, item: FetchItem, why: str, attempts: int) -> tuple[str, FetchResult | None]:
+        """A fresh URL for ``item`` from the refresh hook, or the failed result that says why there is none."""
+        assert self.refresh is not None
+        answer = self.refresh(item)
+        if answer.url:
+            log.debug("%s: %s; refreshed (%s)", item.track_id, why, answer.detail)
+            return answer.url, None
+        return "", FetchResult(item.track_id, item.preview_url, "failed", error_kind="preview_expired",
+                               error_detail=f"{why}; look-up again: {answer.detail}", attempts=attempts,
+                               transient=answer.transient)
 
     def _get(self, url: str) -> tuple[bytes, str | None, str]:
         """One attempt, following redirects by hand so every hop passes the address policy."""

@@ -9,6 +9,10 @@ most one chunk.
 ``previews`` holds one row per settled track: ``ok``, a permanent failure, or a
 transient failure that has used up ``fetch.max_runs_per_track`` runs. A transient
 failure with runs left goes to ``fetch_attempts`` and is retried by the next run.
+
+A signed preview URL that expired between ingest and fetch (Deezer's last hours) is
+looked up again inside the task (``fetch.refresh_expired``, with ``resolve.services``):
+``previews.url`` is the URL that was fetched, the catalogue keeps the one it was given.
 """
 from __future__ import annotations
 
@@ -16,16 +20,21 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
 
-from hitpredict.config import Config, FetchConfig
-from hitpredict.fetch import Fetcher, FetchItem, FetchResult
+from hitpredict.config import Config, FetchConfig, ResolveConfig
+from hitpredict.fetch import Fetcher, FetchItem, FetchResult, Refresh, Refreshed
 from hitpredict.lake import Lake
 from hitpredict.schemas import PREVIEWS
+from hitpredict.signed_urls import is_expired, signed_url_expiry
+from hitpredict.sources.api_client import ApiClient
+from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery
 from hitpredict.stages.base import StageReport, outcomes_since, record_batches
+from hitpredict.stages.resolve_previews import tried_text
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -35,6 +44,9 @@ log = logging.getLogger(__name__)
 #: What a fetch task returns: a previews row (fetch_attempts' columns are a subset) and its table.
 RESULT_SCHEMA = pa.schema(list(PREVIEWS) + [pa.field("table", pa.string(), nullable=False)])
 TABLES = ("previews", "fetch_attempts")
+PENDING_COLUMNS = ["track_id", "preview_url", "audio_uri", "title", "primary_artist", "isrc"]
+PENDING_SCHEMA = ("track_id string, preview_url string, audio_uri string, title string, primary_artist string, "
+                  "isrc string, runs long")
 
 
 def settles(result: FetchResult, run: int, max_runs: int) -> bool:
@@ -42,20 +54,39 @@ def settles(result: FetchResult, run: int, max_runs: int) -> bool:
     return result.ok or not result.transient or run >= max_runs
 
 
-class FetchTask:
-    """The executor side: a picklable ``mapInArrow`` function; one Fetcher per task."""
+def refresh_by_lookup(lookup: PreviewLookup, queries: dict[str, TrackQuery]) -> Refresh:
+    """A Fetcher refresh hook: look the item's track up again with the configured services."""
+    def refresh(item: FetchItem) -> Refreshed:
+        query = queries.get(item.track_id)
+        if query is None:
+            return Refreshed(None, "not a catalogue track")
+        answers = lookup.resolve(query)
+        found = answers[-1] if answers and answers[-1].found else None
+        return Refreshed(found.preview_url if found else None, tried_text(answers),
+                         transient=found is None and any(a.status == "failed" for a in answers))
+    return refresh
 
-    def __init__(self, config: FetchConfig, out_rows: int = 32) -> None:
+
+class FetchTask:
+    """The executor side: a picklable ``mapInArrow`` function; one Fetcher (and, to refresh expired
+    signed URLs, one look-up client) per task."""
+
+    def __init__(self, config: FetchConfig, resolve: ResolveConfig | None = None, out_rows: int = 32) -> None:
         self.config = config
+        self.resolve = resolve
         self.out_rows = out_rows
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         runs: dict[str, int] = {}
+        queries: dict[str, TrackQuery] = {}
 
         def items() -> Iterator[FetchItem]:
             for batch in batches:
                 for row in batch.to_pylist():
                     runs[row["track_id"]] = int(row["runs"]) + 1
+                    if signed_url_expiry(row["preview_url"]) is not None:
+                        queries[row["track_id"]] = TrackQuery(row["track_id"], row["title"], row["primary_artist"],
+                                                              row["isrc"])
                     yield FetchItem(row["track_id"], row["preview_url"], row["audio_uri"])
 
         def as_row(result: FetchResult) -> dict[str, Any]:
@@ -68,18 +99,37 @@ class FetchTask:
                 "table": "previews" if settles(result, run, self.config.max_runs_per_track) else "fetch_attempts",
             }
 
-        with Fetcher(self.config) as fetcher:
+        with ExitStack() as stack:
+            refresh = None
+            if self.resolve is not None:
+                client = stack.enter_context(ApiClient(self.resolve))
+                refresh = refresh_by_lookup(PreviewLookup(self.resolve, client), queries)
+            fetcher = stack.enter_context(Fetcher(self.config, refresh=refresh))
             yield from record_batches(map(as_row, fetcher.fetch_all(items())), RESULT_SCHEMA, self.out_rows)
 
 
 def pending_tracks(lake: Lake) -> pd.DataFrame:
     """Catalogue tracks with no row in ``previews``, with the runs already spent on each."""
-    catalogue = lake.read_columns("catalogue", ["track_id", "preview_url", "audio_uri"]).to_pandas()
+    catalogue = lake.read_columns("catalogue", PENDING_COLUMNS).to_pandas()
     settled = set(lake.read_columns("previews", ["track_id"]).column("track_id").to_pylist())
     spent = Counter(lake.read_columns("fetch_attempts", ["track_id"]).column("track_id").to_pylist())
     todo = catalogue[~catalogue["track_id"].isin(settled)].copy()
     todo["runs"] = [spent.get(t, 0) for t in todo["track_id"]]
     return todo.sort_values("track_id").reset_index(drop=True)
+
+
+def signed_url_summary(todo: pd.DataFrame, fetched: pd.DataFrame, started: dt.datetime, margin_s: float) -> str | None:
+    """One line on the signed preview URLs of ``todo`` (pending rows) after their fetch (``fetched``:
+    previews rows of this run): how many had expired, how many were fetched from a fresh look-up."""
+    by_url = todo[todo["audio_uri"].isna() & todo["preview_url"].map(lambda u: signed_url_expiry(u) is not None)]
+    if by_url.empty:
+        return None
+    expired = sum(is_expired(u, started, margin_s) for u in by_url["preview_url"])
+    rows = fetched.merge(by_url[["track_id", "preview_url"]], on="track_id")
+    fresh = int(((rows["status"] == "ok") & (rows["url"] != rows["preview_url"])).sum())
+    dead = int((rows["error_kind"] == "preview_expired").sum())
+    return (f"signed preview URLs: {len(by_url)}, {expired} expired before this run; "
+            f"fetched from a fresh look-up {fresh}, no fresh URL (preview_expired) {dead}")
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None = None) -> StageReport:
@@ -99,14 +149,19 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
         lake.ensure(table)
     for start in range(0, len(todo), cfg.commit_every):
         chunk = todo.iloc[start:start + cfg.commit_every]
-        keys = spark.createDataFrame(chunk, "track_id string, preview_url string, audio_uri string, runs long")
+        keys = spark.createDataFrame(chunk[PENDING_COLUMNS + ["runs"]], PENDING_SCHEMA)
         if keys.rdd.getNumPartitions() < min(len(chunk), parallelism):
             keys = keys.repartition(min(len(chunk), parallelism))
         lake.append_routed(keys, "table", TABLES, {"hitpredict.stage": "fetch_previews"},
-                           transform=FetchTask(cfg), transform_schema=from_arrow_schema(RESULT_SCHEMA))
+                           transform=FetchTask(cfg, config.resolve if cfg.refresh_expired else None),
+                           transform_schema=from_arrow_schema(RESULT_SCHEMA))
         log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
                  time.monotonic() - started)
     report.add_outcomes(outcomes_since(lake, "previews", "fetched_at", since))
+    fetched = lake.read_columns("previews", ["track_id", "url", "status", "error_kind", "fetched_at"]).to_pandas()
+    summary = signed_url_summary(todo, fetched[fetched["fetched_at"] >= since], since, cfg.expiry_margin_s)
+    if summary:
+        report.details.append(summary)
     retries = outcomes_since(lake, "fetch_attempts", "fetched_at", since, status="retry")
     if retries:
         report.notes = "retry next run: " + ", ".join(

@@ -8,6 +8,10 @@ iTunes (under ``/itunes``): ``GET /lookup?isrc=`` and ``GET /search?term=&entity
 return ``{"resultCount": N, "results": [{"wrapperType": "track", "kind": "song", "trackId",
 "trackName", "artistName", "previewUrl", ...}]}``.
 
+``preview_lifetime_s`` signs Deezer's preview URLs the way its CDN does
+(``?hdnea=exp=<unix>~acl=/*~hmac=...``), good for that many seconds from the answer;
+:class:`~hitpredict.testing.preview_server.PreviewServer` refuses them with 403 once expired.
+
 Faults: ``fail_next(service, statuses, retry_after)`` answers the next requests to a service
 with those HTTP statuses (429 with ``Retry-After``); ``quota_next(n)`` answers the next n
 Deezer requests with its in-band quota error (code 4). ``latency_s`` delays every answer,
@@ -15,6 +19,8 @@ and ``max_in_flight`` records the most concurrent requests seen per service.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 import threading
 import time
@@ -43,9 +49,11 @@ _QUERY = re.compile(r'(artist|track):"([^"]*)"')
 
 
 class MusicApiServer(LoopbackServer):
-    def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0) -> None:
+    def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0,
+                 preview_lifetime_s: float | None = None) -> None:
         self.tracks = tracks
         self.latency_s = latency_s
+        self.preview_lifetime_s = preview_lifetime_s
         self.requests: Counter = Counter()
         self.max_in_flight: Counter = Counter()
         self._in_flight: Counter = Counter()
@@ -63,10 +71,17 @@ class MusicApiServer(LoopbackServer):
             self._faults["deezer"].extend(("quota", 200, None) for _ in range(n))
 
     # ------------------------------------------------------------------ answers
+    def _signed(self, url: str) -> str:
+        if self.preview_lifetime_s is None:
+            return url
+        expires = math.ceil(time.time() + self.preview_lifetime_s)
+        mac = hashlib.sha256(f"{url}|{expires}".encode()).hexdigest()[:32]
+        return f"{url}{'&' if '?' in url else '?'}hdnea=exp={expires}~acl=/*~hmac={mac}"
+
     def _deezer_track(self, t: FakeTrack) -> dict:
         return {"id": t.id, "readable": True, "title": t.title, "title_short": t.title, "isrc": t.isrc,
                 "link": f"https://www.deezer.com/track/{t.id}", "duration": 180, "rank": t.rank,
-                "preview": t.preview, "artist": {"id": abs(hash(t.artist)) % 10**6, "name": t.artist,
+                "preview": self._signed(t.preview), "artist": {"id": abs(hash(t.artist)) % 10**6, "name": t.artist,
                                                  "type": "artist"}, "type": "track"}
 
     def _itunes_track(self, t: FakeTrack) -> dict:

@@ -18,11 +18,15 @@ Faults (``Fault.kind``):
 ``redirect``    ``status`` 302 (or 301/307/308) to ``location`` (a URL or a path on this server)
 ``reset``       close the connection without answering
 
+A signed URL (``?hdnea=exp=<unix>~...``, as Deezer's CDN signs) past its expiry is
+answered 403, as the real CDN does.
+
 A fault with ``times=N`` hits only the first N requests for its path, after which
 the path is served normally: that is how transient faults are made.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import mimetypes
 import socket
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
+from hitpredict.signed_urls import is_expired
 from hitpredict.testing.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
@@ -163,6 +168,9 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             try:
                 if fault is not None:
                     self._fault(name, fault, body)
+                    return
+                if is_expired(f"http://host{self.path}", dt.datetime.now(dt.timezone.utc)):
+                    self._send(403, "text/plain", b"expired token", body)
                     return
                 data = server.content(name)
                 if data is None:
