@@ -70,7 +70,8 @@ def test_running_moments_merge_equals_one_pass():
 # --------------------------------------------------------------------------- the stage
 
 
-def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=True, popularity=None):
+def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=True, popularity=None,
+              popularity_source=lambda a: "label"):
     """Catalogue + ok features rows written straight to the lake (no audio needed)."""
     rng = np.random.default_rng(2)
     catalogue, features = [], []
@@ -81,7 +82,7 @@ def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=T
             catalogue.append({"track_id": track, "source": "test", "source_row": None, "title": track,
                               "artists": [f"artist{a}"], "primary_artist": f"artist{a}", "isrc": None,
                               "release_date": None, "audio_uri": None, "preview_url": "http://x", "popularity": pop,
-                              "popularity_source": "label", "streams": None, "region": ["N", "S"][a % 2],
+                              "popularity_source": popularity_source(a), "streams": None, "region": ["N", "S"][a % 2],
                               "genre": None, "ingested_at": NOW})
             mel = rng.normal(-30 + pop / 10, 5, shape).astype(np.float16)
             features.append({"track_id": track, "audio_sha256": f"sha-{track}", "status": "ok", "error_kind": None,
@@ -122,6 +123,26 @@ def test_stage_writes_grouped_examples_and_training_only_statistics(spark, lake)
     again = build_dataset.run(dataset_config(popular_threshold="null", popular_quantile=0.5), spark, lake)
     assert again.ok == 0 and again.notes.endswith("(up to date)")
     assert lake.read("examples").count() == 72
+
+
+def test_popularity_signals_are_chosen_by_source_and_a_mix_is_reported(spark, lake):
+    seed_lake(lake, duplicate_audio=False, popularity_source=lambda a: [None, "label", "deezer_rank"][a % 3])
+    mixed = build_dataset.run(dataset_config(), spark, lake)
+    assert mixed.ok == 72
+    assert mixed.details == ["popularity from: deezer_rank 24, label 24, unnamed 24 "
+                             "(different scales mixed: dataset.popularity_sources picks one)"]
+    label = build_dataset.run(dataset_config(popularity_sources="[label, unnamed]"), spark, lake)
+    assert (label.ok, label.details) == (48, ["popularity from: label 24, unnamed 24 (different scales mixed: "
+                                             "dataset.popularity_sources picks one)"])
+    only = build_dataset.run(dataset_config(popularity_sources="[deezer_rank]"), spark, lake)
+    assert (only.ok, only.details) == (24, ["popularity from: deezer_rank 24"])
+    examples = lake.read("examples").toPandas()
+    chosen = examples[examples["dataset_id"] == only.notes.split(",")[0]]
+    assert set(chosen["primary_artist"]) == {f"artist{a}" for a in (2, 5, 8, 11)}
+    with pytest.raises(DatasetError, match=r"no track with ok features has popularity from spotify "
+                                           r"\(dataset.popularity_sources\); these have: deezer_rank 24, label 24, "
+                                           r"unnamed 24$"):
+        build_dataset.run(dataset_config(popularity_sources="[spotify]"), spark, lake)
 
 
 def test_artist_target_groups_by_track_and_names_the_classes(spark, lake):

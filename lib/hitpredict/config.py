@@ -141,6 +141,10 @@ class DatasetConfig(_Section):
     popular_threshold: float | None = Field(39.0, ge=0, le=100)
     #: ... or >= this quantile of the training split's popularity (set threshold to null).
     popular_quantile: float | None = Field(None, gt=0, lt=1)
+    #: popular/popularity targets: the popularity signals to use (``popularity_source``: "label",
+    #: "spotify", "deezer_rank"; "unnamed" for rows without one). None uses every signal, and the
+    #: report says when it mixes scales.
+    popularity_sources: list[str] | None = Field(None, min_length=1)
     artist_top_n: int = Field(20, ge=2)
     split_fractions: list[float] = Field(default_factory=lambda: [0.7, 0.15, 0.15])
     seed: int = 13

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+#: What ``dataset.popularity_sources`` calls popularity with no ``popularity_source`` (older catalogue rows).
+UNNAMED_SOURCE = "unnamed"
 _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
                 "rows long, summary_total binary, summary_squares binary")
 
@@ -49,17 +51,36 @@ def _moments_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
         }])
 
 
+def popularity_sources_line(counts: dict[str, int]) -> str:
+    """``popularity from: label 100, deezer_rank 20 (...)``: which signals a popularity dataset holds."""
+    line = "popularity from: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    if len(counts) > 1:
+        line += " (different scales mixed: dataset.popularity_sources picks one)"
+    return line
+
+
 def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
     """Keys, splits and labels of every usable track (driver side, no spectrograms)."""
     cfg = config.dataset
     features = lake.read_columns("features", ["track_id", "status", "audio_sha256", "mel_shape"]).to_pandas()
     features = features[features["status"] == "ok"].drop(columns="status")
     shape = check_shapes(features["mel_shape"].tolist())
-    catalogue = lake.read_columns("catalogue", ["track_id", "primary_artist", "popularity", "region"]).to_pandas()
+    catalogue = lake.read_columns("catalogue", ["track_id", "primary_artist", "popularity", "popularity_source",
+                                                "region"]).to_pandas()
     rows = features.merge(catalogue, on="track_id", how="inner")
     target = cfg.target
+    popularity_sources: dict[str, int] = {}
     if target in ("popular", "popularity"):
         rows = rows[rows["popularity"].notna()]
+        named = rows["popularity_source"].fillna(UNNAMED_SOURCE)
+        if cfg.popularity_sources is not None:
+            if not named.isin(cfg.popularity_sources).any():
+                found = ", ".join(f"{k} {v}" for k, v in sorted(named.value_counts().items())) or "none"
+                raise DatasetError(f"target {target!r}: no track with ok features has popularity from "
+                                   f"{', '.join(cfg.popularity_sources)} (dataset.popularity_sources); "
+                                   f"these have: {found}")
+            rows, named = rows[named.isin(cfg.popularity_sources)], named[named.isin(cfg.popularity_sources)]
+        popularity_sources = {str(k): int(v) for k, v in sorted(named.value_counts().items())}
     elif target == "region":
         rows = rows[rows["region"].notna()]
     else:
@@ -78,7 +99,8 @@ def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
     else:
         stratum = rows["primary_artist" if target == "artist" else "region"].astype(str)
     rows["split"] = assign_splits(group, stratum.tolist(), cfg.split_fractions, cfg.seed)
-    meta: dict = {"target": target, "mel_shape": list(shape), "threshold": None, "label_names": None}
+    meta: dict = {"target": target, "mel_shape": list(shape), "threshold": None, "label_names": None,
+                  "popularity_sources": popularity_sources}
     if target == "popular":
         threshold = popular_threshold(rows["popularity"], rows["split"], cfg.popular_threshold, cfg.popular_quantile)
         rows["label"] = (rows["popularity"] >= threshold).astype(float)
@@ -114,6 +136,8 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
               for s in ("train", "validation", "test")}
     report.notes = f"{ds_id}, target {meta['target']}: " + ", ".join(
         f"{s} {int((rows['split'] == s).sum())}" for s in ("train", "validation", "test"))
+    if meta["popularity_sources"]:
+        report.details.append(popularity_sources_line(meta["popularity_sources"]))
     if ds_id in known:
         report.notes += " (up to date)"
         report.seconds = time.monotonic() - started
