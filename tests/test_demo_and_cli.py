@@ -1,6 +1,10 @@
 """The demo's stages on a tiny sample, and the command line's handling of bad config."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 from deltalake import DeltaTable
 
 from hitpredict.cli import main
@@ -32,6 +36,16 @@ def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
     assert [(s.rows_in, s.ok) for s in again.stages[1:]] == [(12, 0), (0, 0), (0, 0), (12, 0)]
     assert again.stages[-1].notes.endswith("(up to date)")
     assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == tables["catalogue"].version
+
+    # A fresh process compacts two of those tables (and lists them all); rows stay as they were.
+    out = subprocess.run([sys.executable, "-m", "hitpredict.cli", "tables", "--compact", "previews", "features",
+                          "--set", f"lake.root={tmp_path / 'lakehouse'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("previews", "features"):
+        files = re.search(rf"^{name}: (\d+) files -> (\d+)$", out.stdout, re.M)
+        assert files and int(files[1]) == tables[name].files >= 2 and files[2] == "1", out.stdout
+        listed = re.search(rf"^{name}\s+(\d+)\s+(\d+)\s+(\d+)\s", out.stdout, re.M)
+        assert listed and (int(listed[1]), int(listed[2]), int(listed[3])) == (tables[name].version + 1, 1, 12)
 
 
 def test_cli_reports_a_bad_override_in_one_line_and_exits_2(capsys):

@@ -67,6 +67,21 @@ def test_two_appends_from_many_partitions_make_two_versions_with_every_row_once(
     assert (info.version, info.rows) == (1, 500)
 
 
+def test_compaction_rewrites_small_files_into_one_and_keeps_every_row(spark, lake):
+    assert lake.compact("catalogue") is None                         # no table yet
+    for start in range(0, 60, 10):
+        lake.append("catalogue", catalogue_df(spark, start, 10, partitions=2))
+    before = lake.describe("catalogue")
+    rows = lake.read_arrow("catalogue").sort_by("track_id")
+    assert before.files >= 6
+    assert lake.compact("catalogue") == (before.files, 1)
+    after = lake.describe("catalogue")
+    assert (after.version, after.rows) == (before.version + 1, 60)
+    assert lake.read_arrow("catalogue").sort_by("track_id").equals(rows)
+    assert DeltaTable(lake.location("catalogue")).history(1)[0]["operation"] == "OPTIMIZE"
+    assert lake.compact("catalogue") == (1, 1) and lake.version("catalogue") == after.version   # nothing to do
+
+
 def test_time_travel_sees_the_first_append_only(spark, lake):
     lake.append("catalogue", catalogue_df(spark, 0, 40))
     lake.append("catalogue", catalogue_df(spark, 40, 10))

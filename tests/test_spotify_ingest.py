@@ -48,7 +48,7 @@ def new_lake(spark, path: Path) -> DeltaRsLake:
 def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp_path, ok_calls):
     request = CrawlRequest(genre="hip hop")
     with SpotifyApiServer(sample_artists(), CLIENT_ID, SECRET) as server:
-        config = crawl_config(server)
+        config = load_config(None, [*spotify_sets(server), "lake.compact_min_files=8"], environ=CREDENTIALS)
         whole = crawl(config, spark, new_lake(spark, tmp_path / "whole"), request)
         full_calls = server.calls["api"]
         lake = new_lake(spark, tmp_path / "resumed")
@@ -82,6 +82,9 @@ def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp
         assert (stats.artists, stats.albums, stats.tracks_seen, stats.duplicate_ids, stats.duplicate_isrcs) == (
             whole.stats.artists, whole.stats.albums, whole.stats.tracks_seen, 1, 1)
     assert len(whole.rows) == 90 and whole.stats.artists == 15 and whole.stats.albums == 30
+    # Commits of 4 units leave many small files: each crawl compacted them (later crawls read the result).
+    operations = [h["operation"] for h in DeltaTable(lake.location("crawl_state")).history()]
+    assert operations.count("OPTIMIZE") >= 2 and lake.describe("crawl_state").files <= 2
 
 
 def test_artist_list_and_playlist_crawls(spark, lake):

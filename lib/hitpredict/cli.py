@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="tracks to list (default 10; report: score.report_top)")
         if name == "report":
             cmd.add_argument("--out", default=None, help="output folder (default: score.report_dir)")
+        if name == "tables":
+            from hitpredict.schemas import TABLES
+
+            cmd.add_argument("--compact", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
+                             help="first rewrite the small files of these tables (all, if none named) into few "
+                                  "large ones (Delta OPTIMIZE; rows and history unchanged)")
         if name == "check-stack":
             cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
             cmd.add_argument("--num-proc", type=int, default=2)
@@ -300,7 +306,12 @@ def _print_tables(tables) -> None:
 def cmd_tables(config: Config, args: argparse.Namespace) -> int:
     from hitpredict.lake import open_lake
 
-    _print_tables(open_lake(config.lake, _spark(config)).tables())
+    lake = open_lake(config.lake, _spark(config))
+    if args.compact is not None:
+        for table in args.compact or [t.name for t in lake.tables()]:
+            files = lake.compact(table)
+            print(f"{table}: " + ("does not exist yet" if files is None else f"{files[0]} files -> {files[1]}"))
+    _print_tables(lake.tables())
     return 0
 
 

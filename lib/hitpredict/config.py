@@ -68,6 +68,9 @@ class LakeConfig(_Section):
     #: the byte bound keeps a writer's memory flat when rows carry audio.
     rows_per_file: int = Field(50_000, ge=1)
     bytes_per_file: int = Field(64 * 1024 * 1024, ge=1024)
+    #: Stages that commit many small chunks (the Spotify crawl's state) compact their table once it
+    #: holds this many files (``hitpredict tables --compact`` does it for any table).
+    compact_min_files: int = Field(64, ge=2)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

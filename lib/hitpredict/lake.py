@@ -169,6 +169,22 @@ class Lake(ABC):
         if not self.exists(table):
             self.append(table, self._empty(table))
 
+    def compact(self, table: str) -> tuple[int, int] | None:
+        """Rewrite ``table``'s small data files into few large ones (Delta ``OPTIMIZE``; rows and
+        history unchanged, old files stay until a vacuum). ``(files before, files after)``, or
+        ``None`` if the table does not exist."""
+        before = self.describe(table)
+        if before is None:
+            return None
+        if before.files > 1:
+            self._optimize(table)
+            log.info("%s: compacted %d files into %d", table, before.files, self.describe(table).files)
+        return before.files, self.describe(table).files
+
+    @abstractmethod
+    def _optimize(self, table: str) -> None:
+        """Run the engine's compaction of ``table``."""
+
     def append_routed(
         self, df: "DataFrame", route_column: str, tables: Sequence[str], commit_info: dict[str, str] | None = None,
         transform: "ArrowTransform | None" = None, transform_schema: "StructType | None" = None,
@@ -293,6 +309,12 @@ class DeltaRsLake(Lake):
             return self._write(conform(table, df), None, [table], commit_info)[table]
         _check_projection(table, transform_schema)
         return self._write(df, None, [table], commit_info, transform)[table]
+
+    def _optimize(self, table: str) -> None:
+        from deltalake import CommitProperties, DeltaTable
+
+        DeltaTable(self.location(table)).optimize.compact(
+            commit_properties=CommitProperties(custom_metadata={"hitpredict.stage": "compact"}))
 
     def scan_groups(self, table: str, rows_per_group: int) -> list["DataFrame"]:
         from deltalake import DeltaTable
@@ -595,6 +617,9 @@ class SparkDeltaLake(Lake):
         except Exception as exc:  # noqa: BLE001 - re-raised with the table named
             raise LakeWriteError(f"append to table {table!r} failed, table unchanged: {_task_error(exc)}") from exc
         return self.version(table)
+
+    def _optimize(self, table: str) -> None:
+        self.spark.sql(f"OPTIMIZE {self._ref(table)}")
 
     def describe(self, table: str) -> TableInfo | None:
         if not self.exists(table):
