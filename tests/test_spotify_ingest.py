@@ -90,11 +90,24 @@ def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp
 def test_artist_list_and_playlist_crawls(spark, lake):
     artists = sample_artists()
     playlist = ["tr00000", "tr00102", "tr00000", "tr00211"]
-    with SpotifyApiServer(artists, CLIENT_ID, SECRET, playlists={"pl7xq": playlist}) as server:
+    with SpotifyApiServer(artists, CLIENT_ID, SECRET, playlists={"pl7xq": playlist},
+                          unreadable_playlists={"plOthers"}) as server:
         config = crawl_config(server)
         by_artist = crawl(config, spark, lake, CrawlRequest(artists=(
             "spotify:artist:ar000", artists[1].name.upper(), "Nobody By This Name")))
         listed = crawl(config, spark, lake, CrawlRequest(playlist="https://open.spotify.com/playlist/pl7xq?si=abc"))
+        refusals = {}
+        for ref in ("spotify:playlist:plOthers", "37i9dQZF1DXcBWIGoYBM5M"):
+            with pytest.raises(SpotifyError) as refused:
+                crawl(config, spark, lake, CrawlRequest(playlist=ref))
+            refusals[refused.value.http_status] = str(refused.value)
+    assert refusals[403].startswith(f"spotify: HTTP 403 from {server.base_url}/v1/playlists/plOthers/items?")
+    assert refusals[403].endswith(
+        "additional_types=track: playlist plOthers is not readable by this app (since 2026 Development-Mode "
+        "apps read only playlists their user owns or follows; extended access lifts this)")
+    assert "playlist 37i9dQZF1DXcBWIGoYBM5M does not exist or is not served to this app (private, or a " \
+           "Spotify-owned editorial" in refusals[404]
+    assert all("\n" not in text and SECRET not in text for text in refusals.values())
     assert by_artist.missing_artists == ["Nobody By This Name"]
     assert by_artist.stats.artists == 2 and by_artist.stats.albums == 4
     assert sorted(by_artist.rows["track_id"].str[-5:-2].unique()) == ["000", "001"] and len(by_artist.rows) == 12

@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 WITHHELD_FIELDS = ("popularity", "preview_url", "isrc")
 
 
+#: Why the Web API refuses a playlist, by status: what a user can do about it.
+PLAYLIST_REFUSALS = {
+    403: "is not readable by this app (since 2026 Development-Mode apps read only playlists their user "
+         "owns or follows; extended access lifts this)",
+    404: "does not exist or is not served to this app (private, or a Spotify-owned editorial or "
+         "algorithmic playlist, which the Web API stopped serving to new apps in November 2024)",
+}
+
+
 class SpotifyError(SourceError):
     """The crawl cannot go on (bad credentials, a permanent API error); one line, no secrets."""
 
@@ -225,8 +234,14 @@ class SpotifyCrawler:
     def playlist_rows(self, playlist: str, genre: str | None = None) -> list[dict[str, Any]]:
         """Catalogue source rows of a playlist's tracks (episodes and local files skipped)."""
         playlist_id = spotify_id(playlist, "playlist") or playlist
-        page = self._call(self.sp.playlist_items, playlist_id, limit=min(50, self.config.page_size * 5),
-                          market=self.config.market, additional_types=("track",))
+        try:
+            page = self._call(self.sp.playlist_items, playlist_id, limit=min(50, self.config.page_size * 5),
+                              market=self.config.market, additional_types=("track",))
+        except SpotifyError as exc:
+            if exc.http_status not in PLAYLIST_REFUSALS:
+                raise
+            raise SpotifyError(f"{exc}: playlist {playlist_id} {PLAYLIST_REFUSALS[exc.http_status]}",
+                               exc.http_status) from None
         items = [item.get("track") or item.get("item") for item in self._pages(page)]
         return [track_row(t, genre) for t in items if t and t.get("type", "track") == "track" and t.get("id")]
 

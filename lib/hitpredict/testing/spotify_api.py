@@ -14,7 +14,8 @@ service does.
 ``preview_url`` and no batch ``/tracks?ids=`` (403). ``fail_next(n, retry_after)`` answers
 the next n API calls with 429; ``down_after(n)`` answers every call after the next n with 503
 until ``up()`` (an outage mid-crawl). Also ``/artists/{id}``, ``search?type=artist&q=artist:"X"``
-and ``/playlists/{id}/items`` (``playlists``: id -> track ids).
+and ``/playlists/{id}/items`` (``playlists``: id -> track ids; ``unreadable_playlists``
+answer 403, as a Development-Mode app's view of other users' playlists).
 """
 from __future__ import annotations
 
@@ -65,9 +66,11 @@ _PREFIX = re.compile(r"(?:^|\s)(\w+)\*")
 class SpotifyApiServer(LoopbackServer):
     def __init__(self, artists: list[FakeArtist], client_id: str, client_secret: str, max_limit: int = 10,
                  offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False,
-                 playlists: dict[str, list[str]] | None = None) -> None:
+                 playlists: dict[str, list[str]] | None = None, unreadable_playlists: set[str] | None = None,
+                 ) -> None:
         self.artists = artists
         self.playlists = playlists or {}
+        self.unreadable_playlists = unreadable_playlists or set()   # exist, but 403 for this app
         self._ok_left: int | None = None
         self.credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self.max_limit, self.offset_cap = max_limit, offset_cap
@@ -152,6 +155,8 @@ class SpotifyApiServer(LoopbackServer):
             return (200, self._artist(artist)) if artist else (404, {"error": {"status": 404,
                                                                                "message": "Resource not found"}})
         if parts[0] == "playlists" and len(parts) == 3 and parts[2] == "items":
+            if parts[1] in self.unreadable_playlists:
+                return 403, {"error": {"status": 403, "message": "Forbidden"}}
             if parts[1] not in self.playlists:
                 return 404, {"error": {"status": 404, "message": "Resource not found"}}
             items = [{"added_at": "2026-01-01T00:00:00Z", "is_local": False,
