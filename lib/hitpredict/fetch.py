@@ -29,7 +29,7 @@ import urllib3
 
 from hitpredict.config import FetchConfig
 from hitpredict.http_retry import HostSlots, backoff_seconds, first_line, retry_after_seconds
-from hitpredict.signed_urls import is_expired, signed_url_expiry
+from hitpredict.signed_urls import signed_url_expiry
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 METADATA_ADDRESSES = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2"}
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-#: What a CDN answers for a signed URL past its expiry (or with a revoked signature).
-EXPIRED_SIGNATURE_STATUS = {401, 403, 410}
+#: What a CDN answers for a signed URL past its expiry (or with a revoked signature), as error kinds.
+EXPIRED_SIGNATURE_KINDS = {"http_401", "http_403", "http_410"}
 
 
 @dataclass(frozen=True)
@@ -250,13 +250,12 @@ class Fetcher:
             return FetchResult(item.track_id, None, "failed", error_kind="no_audio_reference",
                                error_detail="neither audio_uri nor preview_url is set")
         url = item.preview_url
-        signed = signed_url_expiry(url) is not None
+        expiry = signed_url_expiry(url)
         refreshed = False
         attempt = 0
-        if signed and self.refresh and is_expired(url, dt.datetime.now(dt.timezone.utc),
-                                                   self.config.expiry_margin_s):
-            url, failure = self._refreshed(item, f"signed URL expired at {signed_url_expiry(url):%Y-%m-%d %H:%M} UTC",
-                                           attempt)
+        margin = dt.timedelta(seconds=self.config.expiry_margin_s)
+        if expiry is not None and self.refresh and expiry <= dt.datetime.now(dt.timezone.utc) + margin:
+            url, failure = self._refreshed(item, f"signed URL expired at {expiry:%Y-%m-%d %H:%M} UTC", attempt)
             if failure is not None:
                 return failure
             refreshed = True
@@ -270,8 +269,7 @@ class Fetcher:
                                                   f"starts {data[:16]!r}")
                 return _ok(item.track_id, final_url, data, CONTENT_TYPES[kind], attempt)
             except FetchError as err:
-                if (signed and not refreshed and self.refresh
-                        and err.kind in {f"http_{code}" for code in EXPIRED_SIGNATURE_STATUS}):
+                if expiry is not None and not refreshed and self.refresh and err.kind in EXPIRED_SIGNATURE_KINDS:
                     url, failure = self._refreshed(item, f"signed URL answered {err.detail}", attempt)
                     if failure is not None:
                         return failure

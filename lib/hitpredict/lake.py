@@ -169,17 +169,20 @@ class Lake(ABC):
         if not self.exists(table):
             self.append(table, self._empty(table))
 
-    def compact(self, table: str) -> tuple[int, int] | None:
+    def compact(self, table: str, min_files: int = 2) -> tuple[int, int] | None:
         """Rewrite ``table``'s small data files into few large ones (Delta ``OPTIMIZE``; rows and
-        history unchanged, old files stay until a vacuum). ``(files before, files after)``, or
-        ``None`` if the table does not exist."""
+        history unchanged, old files stay until a vacuum) when it holds at least ``min_files``.
+        ``(files before, files after)``, or ``None`` if the table does not exist."""
         before = self.describe(table)
         if before is None:
             return None
-        if before.files > 1:
-            self._optimize(table)
-            log.info("%s: compacted %d files into %d", table, before.files, self.describe(table).files)
-        return before.files, self.describe(table).files
+        if before.files < max(2, min_files):
+            return before.files, before.files
+        self._optimize(table)
+        after = self.describe(table)
+        files_after = after.files if after is not None else 0
+        log.info("%s: compacted %d files into %d", table, before.files, files_after)
+        return before.files, files_after
 
     @abstractmethod
     def _optimize(self, table: str) -> None:

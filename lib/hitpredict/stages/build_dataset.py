@@ -74,12 +74,13 @@ def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
         rows = rows[rows["popularity"].notna()]
         named = rows["popularity_source"].fillna(UNNAMED_SOURCE)
         if cfg.popularity_sources is not None:
-            if not named.isin(cfg.popularity_sources).any():
+            chosen = named.isin(cfg.popularity_sources)
+            if not chosen.any():
                 found = ", ".join(f"{k} {v}" for k, v in sorted(named.value_counts().items())) or "none"
                 raise DatasetError(f"target {target!r}: no track with ok features has popularity from "
                                    f"{', '.join(cfg.popularity_sources)} (dataset.popularity_sources); "
                                    f"these have: {found}")
-            rows, named = rows[named.isin(cfg.popularity_sources)], named[named.isin(cfg.popularity_sources)]
+            rows, named = rows[chosen], named[chosen]
         popularity_sources = {str(k): int(v) for k, v in sorted(named.value_counts().items())}
     elif target == "region":
         rows = rows[rows["region"].notna()]

@@ -84,7 +84,7 @@ class FetchTask:
             for batch in batches:
                 for row in batch.to_pylist():
                     runs[row["track_id"]] = int(row["runs"]) + 1
-                    if signed_url_expiry(row["preview_url"]) is not None:
+                    if self.resolve is not None:   # the refresh hook's look-up of this track, should it need one
                         queries[row["track_id"]] = TrackQuery(row["track_id"], row["title"], row["primary_artist"],
                                                               row["isrc"])
                     yield FetchItem(row["track_id"], row["preview_url"], row["audio_uri"])
@@ -118,14 +118,16 @@ def pending_tracks(lake: Lake) -> pd.DataFrame:
     return todo.sort_values("track_id").reset_index(drop=True)
 
 
-def signed_url_summary(todo: pd.DataFrame, fetched: pd.DataFrame, started: dt.datetime, margin_s: float) -> str | None:
-    """One line on the signed preview URLs of ``todo`` (pending rows) after their fetch (``fetched``:
-    previews rows of this run): how many had expired, how many were fetched from a fresh look-up."""
+def signed_url_summary(todo: pd.DataFrame, lake: Lake, started: dt.datetime, margin_s: float) -> str | None:
+    """One line on the signed preview URLs of ``todo`` (pending rows) after their fetch (the previews
+    rows written since ``started``): how many had expired, how many were fetched from a fresh look-up.
+    ``None`` without reading ``previews`` when no pending URL is signed."""
     by_url = todo[todo["audio_uri"].isna() & todo["preview_url"].map(lambda u: signed_url_expiry(u) is not None)]
     if by_url.empty:
         return None
     expired = sum(is_expired(u, started, margin_s) for u in by_url["preview_url"])
-    rows = fetched.merge(by_url[["track_id", "preview_url"]], on="track_id")
+    fetched = lake.read_columns("previews", ["track_id", "url", "status", "error_kind", "fetched_at"]).to_pandas()
+    rows = fetched[fetched["fetched_at"] >= started].merge(by_url[["track_id", "preview_url"]], on="track_id")
     fresh = int(((rows["status"] == "ok") & (rows["url"] != rows["preview_url"])).sum())
     dead = int((rows["error_kind"] == "preview_expired").sum())
     return (f"signed preview URLs: {len(by_url)}, {expired} expired before this run; "
@@ -158,8 +160,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
         log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
                  time.monotonic() - started)
     report.add_outcomes(outcomes_since(lake, "previews", "fetched_at", since))
-    fetched = lake.read_columns("previews", ["track_id", "url", "status", "error_kind", "fetched_at"]).to_pandas()
-    summary = signed_url_summary(todo, fetched[fetched["fetched_at"] >= since], since, cfg.expiry_margin_s)
+    summary = signed_url_summary(todo, lake, since, cfg.expiry_margin_s)
     if summary:
         report.details.append(summary)
     retries = outcomes_since(lake, "fetch_attempts", "fetched_at", since, status="retry")

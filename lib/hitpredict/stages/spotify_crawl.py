@@ -254,9 +254,8 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
         stats.token_refreshes += sum(p.get("token_refreshes", 0) for p in payloads)
         rows = [row for p in payloads for row in p["rows"]]
     result.units_resumed, result.units_crawled = state.resumed, state.added
-    stored = lake.describe("crawl_state")
-    if stored is not None and stored.files >= config.lake.compact_min_files:
-        lake.compact("crawl_state")   # one commit per chunk leaves many small files; a resume reads them all
+    # One commit per chunk leaves many small files, and a resume reads them all.
+    lake.compact("crawl_state", min_files=config.lake.compact_min_files)
     if failures:
         raise SpotifyError(f"spotify crawl {request.crawl_id!r}: {len(failures)} unit(s) failed, first: {failures[0]}; "
                            f"{state.resume_hint()}")
