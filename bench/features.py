@@ -5,7 +5,8 @@ previews Deezer and iTunes serve. The reference loop is the study's
 (``librosa.load(path, duration=30)``, ``librosa.feature.melspectrogram``,
 ``librosa.power_to_db``); hitpredict's side is the extract_features path per clip
 (decode, downmix, resample, centre window, log-mel and summary vector), single-threaded
-as each Spark task runs it. Each side runs in a fresh process of its own (so process-wide
+as each Spark task runs it, in the task's child process (``features.decode_in_child``;
+its CPU time counts). Each side runs in a fresh process of its own (so process-wide
 settings of one cannot help the other), twice, alternating; the better of the two runs
 of each side counts. CPU time is process time (all threads). Then the whole Spark job's
 clips per second on local[2] (ingest -> fetch from disk -> extract_features).
@@ -30,7 +31,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from hitpredict.config import load_config  # noqa: E402
 from hitpredict.features import MelParams  # noqa: E402
-from hitpredict.stages.extract_features import features_row  # noqa: E402
+from hitpredict.stages.extract_features import FeatureTask  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
 
 
@@ -46,20 +47,31 @@ def reference_loop(paths: list[str]) -> float:
 
 
 def hitpredict_path(paths: list[str], params: MelParams) -> float:
-    """extract_features' per-clip work (as in FeatureTask); returns CPU seconds."""
+    """extract_features' per-clip work as a Spark task runs it (``FeatureTask.rows``: decoding and
+    the mel front end in the task's child process); returns CPU seconds of this process and the child."""
+    import resource
+
     from threadpoolctl import threadpool_limits
 
     from hitpredict.features import keep_freed_memory
 
-    keep_freed_memory()  # as FeatureTask does in each Spark worker
-    started = time.process_time()
-    with threadpool_limits(1):
+    def cpu_with_children() -> float:
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + reaped.ru_utime + reaped.ru_stime
+
+    def items():
         for path in paths:
             with open(path, "rb") as handle:
-                row = features_row(path, None, handle.read(), params, 5.0)
+                yield path, None, handle.read()
+
+    keep_freed_memory()  # as FeatureTask does in each Spark worker
+    started = cpu_with_children()
+    with threadpool_limits(1):
+        for row in FeatureTask(params, 5.0).rows(items()):
             if row["status"] != "ok":
-                raise RuntimeError(f"{path}: {row['error_kind']} {row['error_detail']}")
-    return time.process_time() - started
+                raise RuntimeError(f"{row['track_id']}: {row['error_kind']} {row['error_detail']}")
+    # The child has exited and been reaped here: its CPU time is in RUSAGE_CHILDREN.
+    return cpu_with_children() - started
 
 
 def spark_job(audio_dir: str, clips: int) -> float:

@@ -111,3 +111,35 @@ def test_rules_across_keys(tmp_path):
 def test_no_file_gives_the_embedded_defaults():
     config = load_config(None, environ={})
     assert config.lake.engine == "delta-rs" and config.audio.n_mels == 128 and config.audio.hop_length == 512
+
+
+
+# --------------------------------------------------------------------------- issue 12 (fetch / ingest setup)
+
+
+@pytest.mark.parametrize("text, key", [
+    ('fetch:\n  user_agent: "hitpredict/0.1\\r\\nX-Injected: 1"\n', "fetch.user_agent"),
+    ('fetch:\n  user_agent: "hitpredict/0.1\\nX: 1"\n', "fetch.user_agent"),
+    ("fetch:\n  proxy: socks5h://127.0.0.1:1080\n", "fetch.proxy"),
+    ("fetch:\n  proxy: foo://127.0.0.1:1080\n", "fetch.proxy"),
+    ("fetch:\n  allow_schemes: [zip]\n", "fetch.allow_schemes"),
+    ("fetch:\n  allow_schemes: [file]\n", "fetch.allow_schemes"),
+    ('ingest:\n  artist_separator: ""\n', "ingest.artist_separator"),
+    ("ingest:\n  allow_roots: ['s3://bucket/x']\n", "ingest.allow_roots"),
+])
+def test_setup_mistakes_are_refused_at_load_naming_the_key(tmp_path, text, key):
+    import importlib.util
+
+    if "socks5h" in text and importlib.util.find_spec("socks") is not None:
+        pytest.skip("PySocks is installed here: socks5h:// is supported")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert key in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_supported_fetch_setup_loads(tmp_path):
+    path = write(tmp_path, "fetch:\n  proxy: http://proxy.internal:3128\n  allow_schemes: [ftp]\n"
+                           "ingest:\n  artist_separator: ' / '\n  allow_roots: [/srv/audio]\n")
+    config = load_config(path, environ={})
+    assert config.fetch.allow_schemes == ["ftp"] and config.ingest.allow_roots == ["/srv/audio"]

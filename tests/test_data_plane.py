@@ -160,7 +160,8 @@ def test_bad_audio_corpus_ends_with_the_right_status(spark, tmp_path):
         corpus[name] = (b"", kind)
     assert len(corpus) >= 14
 
-    config = fetch_config(tmp_path)
+    # Local files get the HTTP size cap (issue 12): the product's default 10 MB holds the ten-minute MP3.
+    config = fetch_config(tmp_path, **{"fetch.max_body_bytes": 10 * 1024 * 1024})
     lake = DeltaRsLake(config.lake, spark)
     ingest_catalogue.run(config, spark, lake, str(folder))
     fetch_previews.run(config, spark, lake)

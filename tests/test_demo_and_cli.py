@@ -38,9 +38,12 @@ def test_demo_runs_ingest_fetch_and_features_once(spark, tmp_path):
     assert DeltaTable(str(tmp_path / "lakehouse" / "catalogue")).version() == tables["catalogue"].version
 
     # A fresh process compacts two of those tables (and lists them all); rows stay as they were.
+    # With -v it also shows third-party warnings (Spark's log4j WARN lines), hidden by default.
     out = subprocess.run([sys.executable, "-m", "hitpredict.cli", "tables", "--compact", "previews", "features",
-                          "--set", f"lake.root={tmp_path / 'lakehouse'}"], capture_output=True, text=True, timeout=300)
+                          "--set", f"lake.root={tmp_path / 'lakehouse'}", "-v"], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"^\S+ \S+ WARN \w+: ", out.stderr, re.M), out.stderr[-3000:]
     for name in ("previews", "features"):
         files = re.search(rf"^{name}: (\d+) files -> (\d+)$", out.stdout, re.M)
         assert files and int(files[1]) == tables[name].files >= 2 and files[2] == "1", out.stdout

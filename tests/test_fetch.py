@@ -1,6 +1,9 @@
 """The fetcher against the loopback fault server: retries, caps, sniffing, SSRF guard."""
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 
 import pytest
@@ -155,7 +158,7 @@ def test_local_files_are_read_directly(tmp_path, mp3):
     (tmp_path / "a.mp3").write_bytes(mp3)
     (tmp_path / "fake.mp3").write_bytes(b"<html>no</html>" * 10)
     (tmp_path / "empty.mp3").write_bytes(b"")
-    with Fetcher(config()) as fetcher:
+    with Fetcher(config(), local_roots=[str(tmp_path)]) as fetcher:
         assert fetcher.fetch(FetchItem("a", audio_uri=str(tmp_path / "a.mp3"))).audio == mp3
         assert fetcher.fetch(FetchItem("b", audio_uri=f"file://{tmp_path}/a.mp3")).ok
         assert fetcher.fetch(FetchItem("c", audio_uri=str(tmp_path / "fake.mp3"))).error_kind == "not_audio"
@@ -173,3 +176,251 @@ def test_sniffing_recognises_audio_containers_only(mp3):
     assert sniff_audio(b"<!doctype html><html>") is None
     assert sniff_audio(b"ID3\x04\x00\x00\x00\x00\x00\x20" + bytes(32)) is None  # a tag and nothing after it
     assert sniff_audio(bytes(100)) is None
+
+
+
+# --------------------------------------------------------------------------- issue 12: untrusted audio_uri
+
+
+@pytest.fixture()
+def listener():
+    """A loopback TCP listener that records every connection it receives (an FTP server would)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.sendall(b"220 hello\r\n")
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1], accepted
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    srv.close()
+
+
+def fetch_uri(uri, roots=(), timeout_s=10.0, **overrides):
+    """Fetch one audio_uri in a thread, failing the test (not hanging it) if it does not return in time."""
+    out = {}
+
+    def run():
+        with Fetcher(config(**overrides), local_roots=roots) as fetcher:
+            out["result"] = fetcher.fetch(FetchItem("t", audio_uri=uri))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"fetching {uri} blocked for more than {timeout_s}s"
+    return out["result"]
+
+
+def test_audio_uri_scheme_not_allowed_never_connects(listener):
+    port, accepted = listener
+    result = fetch_uri(f"ftp://127.0.0.1:{port}/x.mp3")
+    assert (result.error_kind, result.transient) == ("blocked_address", False)
+    assert "fetch.allow_schemes" in result.error_detail
+    # listed, the scheme's host still passes the address policy first: loopback is not allow-listed
+    result = fetch_uri(f"ftp://127.0.0.1:{port}/x.mp3", allow_schemes=["ftp"], allow_hosts=[])
+    assert result.error_kind == "blocked_address" and "127.0.0.1" in result.error_detail
+    for uri in (f"webhdfs://127.0.0.1:{port}/x.mp3", f"simplecache::ftp://127.0.0.1:{port}/x.mp3",
+                f"file://127.0.0.1:{port}/x.mp3"):
+        assert fetch_uri(uri, allow_schemes=["ftp"]).error_kind == "blocked_address"
+    time.sleep(0.3)
+    assert accepted == []  # no connection was ever made
+
+
+def test_http_audio_uri_goes_through_the_address_policy(server, mp3):
+    assert fetch_uri(server.url("0.mp3"), allow_hosts=[]).error_kind == "blocked_address"
+    assert server.hits["0.mp3"] == 0
+    result = fetch_uri(server.url("0.mp3"))
+    assert result.ok and result.audio == mp3
+
+
+def test_a_fifo_named_mp3_does_not_block(tmp_path):
+    os.mkfifo(tmp_path / "x.mp3")
+    result = fetch_uri(str(tmp_path / "x.mp3"), roots=[str(tmp_path)], timeout_s=5)
+    assert (result.error_kind, result.transient) == ("not_a_file", False)
+    assert "FIFO" in result.error_detail
+
+
+def test_proc_files_are_refused_and_never_quoted(tmp_path):
+    with open("/proc/self/environ", "rb") as handle:
+        head = handle.read(12)
+    assert head
+    (tmp_path / "env.mp3").symlink_to("/proc/self/environ")
+    for uri, roots in (("/proc/self/environ", [str(tmp_path)]), ("/proc/self/environ", ["/"]),
+                       (str(tmp_path / "env.mp3"), [str(tmp_path)]), ("file:///proc/self/environ", ["/"])):
+        result = fetch_uri(uri, roots=roots)
+        assert (result.status, result.error_kind) == ("failed", "blocked_path"), uri
+        for text in (head, head.decode("latin-1"), repr(head)[2:-1]):
+            assert str(text) not in (result.error_detail or "")
+
+
+def test_dev_zero_is_refused_at_once():
+    started = time.monotonic()
+    result = fetch_uri("/dev/zero", roots=["/"])
+    assert result.error_kind == "blocked_path" and time.monotonic() - started < 2
+
+
+def test_local_paths_outside_the_roots_are_refused(tmp_path, mp3):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "root" / "in.mp3").write_bytes(mp3)
+    (tmp_path / "other" / "out.mp3").write_bytes(mp3)
+    (tmp_path / "root" / "link.mp3").symlink_to(tmp_path / "other" / "out.mp3")
+    roots = [str(tmp_path / "root")]
+    assert fetch_uri(str(tmp_path / "root" / "in.mp3"), roots=roots).ok
+    for uri in (str(tmp_path / "other" / "out.mp3"), str(tmp_path / "root" / "link.mp3"),
+                str(tmp_path / "root" / ".." / "other" / "out.mp3"), "/etc/hostname", "in.mp3"):
+        result = fetch_uri(uri, roots=roots)
+        assert (result.error_kind, result.transient) == ("blocked_path", False), uri
+    assert fetch_uri(str(tmp_path / "root" / "in.mp3")).error_kind == "blocked_path"  # no roots: no local reads
+    (tmp_path / "root" / "dir.mp3").mkdir()
+    assert fetch_uri(str(tmp_path / "root" / "dir.mp3"), roots=roots).error_kind == "not_a_file"
+
+
+def test_error_detail_never_quotes_file_content(tmp_path, server):
+    (tmp_path / "secret.mp3").write_bytes(b"API_TOKEN=hunter2-do-not-leak\n" * 4)
+    result = fetch_uri(str(tmp_path / "secret.mp3"), roots=[str(tmp_path)])
+    assert result.error_kind == "not_audio" and "hunter2" not in result.error_detail
+    assert "API_TOKEN" not in result.error_detail
+    server.set_fault("0.mp3", Fault("html"))
+    result = fetch(server, "0.mp3")
+    assert result.error_kind == "not_audio" and "<" not in result.error_detail and "html" not in result.error_detail.replace("text/html", "")
+
+
+def test_local_reads_have_the_whole_body_deadline(tmp_path, mp3, monkeypatch):
+    import hitpredict.fetch as fetch_module
+
+    (tmp_path / "a.mp3").write_bytes(mp3)
+
+    def hung_read(*args, **kwargs):  # a read stuck in the kernel (a hung network mount)
+        time.sleep(30)
+
+    monkeypatch.setattr(fetch_module, "_read_capped", hung_read)
+    started = time.monotonic()
+    result = fetch_uri(str(tmp_path / "a.mp3"), roots=[str(tmp_path)], total_timeout_s=0.5)
+    assert (result.error_kind, result.transient) == ("timeout", True)
+    assert time.monotonic() - started < 3
+
+
+def test_local_reads_have_the_size_cap(tmp_path, mp3):
+    (tmp_path / "big.mp3").write_bytes(mp3 + bytes(4096))
+    result = fetch_uri(str(tmp_path / "big.mp3"), roots=[str(tmp_path)], max_local_bytes=1024)
+    assert result.error_kind == "too_large"
+
+
+def test_local_reads_have_the_http_size_cap_by_default(tmp_path, mp3):
+    """Issue 12: local files get the same cap as HTTP bodies unless fetch.max_local_bytes raises it
+    (the old default let a local file be 512 MB, 50x what decoding is bounded for)."""
+    (tmp_path / "big.mp3").write_bytes(mp3 + bytes(4096))
+    capped = fetch_uri(str(tmp_path / "big.mp3"), roots=[str(tmp_path)], max_body_bytes=len(mp3))
+    raised = fetch_uri(str(tmp_path / "big.mp3"), roots=[str(tmp_path)], max_body_bytes=len(mp3),
+                       max_local_bytes=len(mp3) + 8192)
+    assert (capped.error_kind, raised.error_kind) == ("too_large", None)
+
+
+@pytest.mark.parametrize("error", [EOFError("ran out"), ImportError("No module named 'aiohttp'"), KeyError("x"),
+                                   AssertionError("Proxy URL had unsupported scheme")])
+def test_any_exception_inside_fetch_becomes_an_internal_error_row(server, mp3, monkeypatch, error):
+    with Fetcher(config()) as fetcher:
+        real_get = fetcher._get
+
+        def flaky_get(url):
+            if url.endswith("/1.mp3"):
+                raise error
+            return real_get(url)
+
+        monkeypatch.setattr(fetcher, "_get", flaky_get)
+        items = [FetchItem(f"t{i}", preview_url=server.url(f"{i}.mp3")) for i in range(3)]
+        results = {r.track_id: r for r in fetcher.fetch_all(items)}
+    assert results["t0"].ok and results["t2"].ok
+    bad = results["t1"]
+    assert (bad.status, bad.error_kind) == ("failed", "internal_error")
+    assert type(error).__name__ in bad.error_detail
+
+
+def test_duplicate_track_id_in_one_fetch_task_costs_nothing(server, mp3):
+    import pyarrow as pa
+
+    from hitpredict.stages.fetch_previews import PENDING_COLUMNS, FetchTask
+
+    rows = [{"track_id": t, "preview_url": server.url(f"{i}.mp3"), "audio_uri": None, "title": None,
+             "primary_artist": None, "isrc": None, "runs": 0}
+            for i, t in enumerate(["a", "b", "a", "c", "b"])]
+    schema = pa.schema([(c, pa.string()) for c in PENDING_COLUMNS] + [("runs", pa.int64())])
+    batches = [pa.RecordBatch.from_pylist(rows[:3], schema=schema), pa.RecordBatch.from_pylist(rows[3:], schema=schema)]
+    out = pa.Table.from_batches(list(FetchTask(config())(iter(batches)))).to_pylist()
+    assert sorted(r["track_id"] for r in out) == ["a", "b", "c"]  # one row per track, none lost
+    assert all(r["status"] == "ok" and r["run"] == 1 for r in out)
+
+
+# --------------------------------------------------------------------------- issue 12: setup errors stop the run
+
+
+def broken(**changes):
+    """A FetchConfig with values load_config refuses (as a config built in code, or an older check, could hold)."""
+    return config().model_copy(update=changes)
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"proxy": "socks5h://127.0.0.1:1080"}, "fetch.proxy"),
+    ({"proxy": "foo://127.0.0.1:1080"}, "fetch.proxy"),
+    ({"user_agent": "hitpredict/0.1\r\nX-Injected: 1"}, "fetch.user_agent"),
+])
+def test_setup_errors_are_not_track_failures(server, changes, key):
+    from hitpredict.fetch import FetchSetupError
+
+    with Fetcher(broken(**changes)) as fetcher:
+        with pytest.raises(FetchSetupError, match=key):
+            fetcher.check_setup()
+        result = fetcher.fetch(FetchItem("t", preview_url=server.url("0.mp3")))
+    assert result.error_kind == "setup_error"
+    assert server.hits["0.mp3"] == 0
+
+
+def test_fetch_task_stops_on_a_setup_error_before_any_row(server):
+    import pyarrow as pa
+
+    from hitpredict.fetch import FetchSetupError
+    from hitpredict.stages.fetch_previews import PENDING_COLUMNS, FetchTask
+
+    rows = [{"track_id": f"t{i}", "preview_url": server.url(f"{i}.mp3"), "audio_uri": None, "title": None,
+             "primary_artist": None, "isrc": None, "runs": 0} for i in range(3)]
+    schema = pa.schema([(c, pa.string()) for c in PENDING_COLUMNS] + [("runs", pa.int64())])
+    task = FetchTask(broken(proxy="socks5h://127.0.0.1:1080"))
+    with pytest.raises(FetchSetupError, match="fetch.proxy"):
+        list(task(iter([pa.RecordBatch.from_pylist(rows, schema=schema)])))
+
+
+def test_stage_with_a_broken_setup_marks_nothing_then_fetches_once_fixed(spark, tmp_path, server):
+    from hitpredict.config import load_config
+    from hitpredict.fetch import FetchSetupError
+    from hitpredict.lake import DeltaRsLake
+    from hitpredict.stages import fetch_previews, ingest_catalogue
+
+    csv = tmp_path / "catalogue.csv"
+    csv.write_text("track_id,title,preview_url\n" + "".join(f"t{i},T{i},{server.url(f'{i}.mp3')}\n" for i in range(4)))
+    good = load_config(None, [f"lake.root={tmp_path / 'lh'}", "fetch.allow_hosts=[127.0.0.1]", "fetch.max_retries=0",
+                              "fetch.read_timeout_s=5"], environ={})
+    lake = DeltaRsLake(good.lake, spark)
+    ingest_catalogue.run(good, spark, lake, str(csv))
+    bad = good.model_copy(update={"fetch": good.fetch.model_copy(update={"proxy": "socks5h://127.0.0.1:1080"})})
+    with pytest.raises(FetchSetupError, match="fetch.proxy"):
+        fetch_previews.run(bad, spark, lake)
+    assert lake.read_arrow("previews").num_rows == 0 and lake.read_arrow("fetch_attempts").num_rows == 0
+    report = fetch_previews.run(good, spark, lake)
+    assert report.ok == 4
+    assert sorted(lake.read_arrow("previews").column("status").to_pylist()) == ["ok"] * 4

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 
 import pandas as pd
 import pytest
@@ -79,7 +81,7 @@ def test_isrc_normalisation():
 def test_stage_ingests_csv_and_parquet_once_and_records_rejects_once(spark, lake, tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text(CSV)
-    config = load_config(None, environ={})
+    config = load_config(None, ["ingest.allow_roots=[/music]"], environ={})  # a10's audio lives there
     first = ingest_catalogue.run(config, spark, lake, str(path))
     assert (first.rows_in, first.ok, first.failed_total) == (10, 2, 8)
     again = ingest_catalogue.run(config, spark, lake, str(path))
@@ -128,3 +130,63 @@ def test_stage_reads_a_folder_of_audio_with_tags(spark, lake, tmp_path):
 def test_missing_source_is_a_one_line_error(spark, lake, tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         ingest_catalogue.run(load_config(None, environ={}), spark, lake, str(tmp_path / "nope.csv"))
+
+
+
+# --------------------------------------------------------------------------- issue 12: untrusted audio_uri
+
+
+def test_local_audio_outside_the_roots_is_rejected(tmp_path):
+    root = tmp_path / "label"
+    (root / "audio").mkdir(parents=True)
+    (root / "audio" / "ok.mp3").write_bytes(b"x")
+    (tmp_path / "elsewhere.mp3").write_bytes(b"x")
+    (root / "audio" / "escape.mp3").symlink_to(tmp_path / "elsewhere.mp3")
+    raw = pd.DataFrame({"track_id": [f"t{i}" for i in range(8)], "audio_uri": [
+        str(root / "audio" / "ok.mp3"), "audio/ok2.mp3", f"file://{root}/audio/ok3.mp3",
+        "/proc/self/environ", "/etc/passwd", str(root / "audio" / "escape.mp3"), "../elsewhere.mp3",
+        "s3://bucket/k.mp3"]})
+    result = normalise_catalogue(raw, resolve_columns({}, raw.columns), "csv:c.csv",
+                                 audio_roots=[str(root)], base_dir=str(root))
+    assert list(result.rows["track_id"]) == ["t0", "t1", "t2", "t7"]
+    assert result.rows.set_index("track_id").at["t1", "audio_uri"] == str(root / "audio" / "ok2.mp3")
+    assert result.counts["audio_outside_roots"] == 4
+    reasons = dict(zip(result.rejects["track_id"], result.rejects["reason"]))
+    assert "system pseudo-file" in reasons["t3"] and "outside the allowed roots" in reasons["t4"]
+    assert set(reasons) == {"t3", "t4", "t5", "t6"}
+
+
+def test_stage_rejects_audio_outside_the_catalogue_folder_and_fetch_reads_only_inside(spark, lake, tmp_path):
+    from hitpredict.stages import fetch_previews
+
+    folder = tmp_path / "label"
+    folder.mkdir()
+    clip = render(TrackStyle(seconds=1.0), 22050)
+    write_audio(folder / "in.mp3", clip, 22050)
+    write_audio(tmp_path / "out.mp3", clip, 22050)
+    os.mkfifo(folder / "fifo.mp3")
+    (folder / "c.csv").write_text("track_id,audio_uri\na,in.mp3\nb,{0}/out.mp3\nc,/proc/self/environ\nd,fifo.mp3\n"
+                                  .format(tmp_path))
+    config = load_config(None, [f"lake.root={tmp_path / 'lh'}", "fetch.total_timeout_s=5"], environ={})
+    report = ingest_catalogue.run(config, spark, lake, str(folder / "c.csv"))
+    assert report.ok == 2 and report.failed == {"audio_outside_roots": 2}
+    assert lake.read_columns("audio_roots", ["root"]).column("root").to_pylist() == [os.path.realpath(folder)]
+    fetch_previews.run(config, spark, lake)  # a FIFO in the folder must not block the task
+    outcome = {r["track_id"]: r["error_kind"] or r["status"] for r in lake.read_arrow("previews").to_pylist()}
+    assert outcome == {"a": "ok", "d": "not_a_file"}
+
+
+def test_folder_source_does_not_open_fifos_or_escaping_links(spark, lake, tmp_path):
+    folder = tmp_path / "demos"
+    folder.mkdir()
+    write_audio(folder / "Artist - Song.mp3", render(TrackStyle(seconds=1.0), 22050), 22050)
+    os.mkfifo(folder / "x.mp3")
+    (folder / "env.mp3").symlink_to("/proc/self/environ")
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault(
+        "report", ingest_catalogue.run(load_config(None, environ={}), spark, lake, str(folder))), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "ingesting a folder with a FIFO blocked"
+    report = done["report"]
+    assert report.ok == 2 and report.failed == {"audio_outside_roots": 1}

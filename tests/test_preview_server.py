@@ -1,6 +1,7 @@
 """The loopback preview server produces every fault it advertises."""
 from __future__ import annotations
 
+import gzip
 import http.client
 import socket
 import time
@@ -124,8 +125,23 @@ def test_added_latency(server):
     assert time.monotonic() - started >= 0.2
 
 
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_gzip_encoded_body_and_gzip_bomb(server, declare_length):
+    server.set_fault("a.mp3", Fault("gzip", declare_length=declare_length))
+    with requests.get(server.url("a.mp3"), timeout=5, stream=True) as reply:
+        assert reply.headers["Content-Encoding"] == "gzip"
+        wire = reply.raw.read(decode_content=False)
+    assert gzip.decompress(wire) == AUDIO
+    assert (reply.headers.get("Content-Length") == str(len(wire))) is declare_length
+    server.set_fault("b.mp3", Fault("gzip_bomb", size=8 * 1024 * 1024, declare_length=declare_length))
+    with requests.get(server.url("b.mp3"), timeout=5, stream=True) as reply:
+        wire = reply.raw.read(decode_content=False)
+    assert len(wire) < 64 * 1024 and len(gzip.decompress(wire)) == 8 * 1024 * 1024
+
+
 def test_every_advertised_fault_kind_is_tested():
-    tested = {"status", "retry_after", "slow", "truncate", "html", "oversize", "redirect", "reset"}
+    tested = {"status", "retry_after", "slow", "truncate", "html", "oversize", "redirect", "reset",
+              "gzip", "gzip_bomb"}
     assert set(FAULT_KINDS) == tested
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault("explode")  # type: ignore[arg-type]

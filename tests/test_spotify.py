@@ -38,11 +38,41 @@ def test_crawl_pages_to_the_end_and_dedupes_by_id_and_isrc():
 
 
 def test_a_year_over_the_offset_cap_is_sliced_by_name_prefix():
+    # Like the real service, the fake links ``next`` to offset 20 (= the cap) and answers it with 400.
     with SpotifyApiServer(world(artists_2020=45), CLIENT_ID, SECRET, offset_cap=20) as server:
-        crawler = crawler_for(server)
+        crawler = crawler_for(server, "spotify.offset_cap=20")
         found = crawler.genre_artists("hip hop")
+        asked = list(server.search_requests)
     assert len(found) == 48 and crawler.stats.capped_slices == []
     assert crawler.stats.slices > 2                                    # 2 years, then prefix slices for 2020
+    assert max(offset + limit for offset, limit in asked) <= 20 and all(offset < 20 for offset, _ in asked)
+
+
+def test_a_page_size_that_does_not_divide_the_cap_stops_exactly_at_it():
+    with SpotifyApiServer(world(artists_2020=45), CLIENT_ID, SECRET, offset_cap=25) as server:
+        crawler = crawler_for(server, "spotify.offset_cap=25", "spotify.page_size=10")
+        total, artists = crawler.search_slice('genre:"hip hop" year:2020')
+        asked = list(server.search_requests)
+    assert (total, len(artists)) == (45, 25) and asked == [(0, 10), (10, 10), (20, 5)]
+
+
+def test_the_fake_pages_search_like_the_recorded_service():
+    from hitpredict.testing.recorded_answers import SPOTIFY_INVALID_OFFSET, SPOTIFY_SEARCH_PAGE
+
+    import requests
+
+    with SpotifyApiServer(world(artists_2020=45), CLIENT_ID, SECRET, offset_cap=20) as server:
+        token = requests.post(f"{server.base_url}/api/token", data={"grant_type": "client_credentials"},
+                              auth=(CLIENT_ID, SECRET)).json()["access_token"]
+        get = lambda offset: requests.get(f"{server.base_url}/v1/search", headers={"Authorization": f"Bearer {token}"},
+                                          params={"q": 'genre:"hip hop" year:2020', "type": "artist",
+                                                  "offset": offset, "limit": 10})
+        page = get(10).json()["artists"]
+        refused = get(20)
+    assert set(page) == set(SPOTIFY_SEARCH_PAGE) | {"items"}
+    assert (page["offset"], page["limit"], page["total"]) == (10, 10, 45)
+    assert "offset=20" in page["next"] and "offset=0" in page["previous"]     # a link to the cap, as recorded
+    assert (refused.status_code, refused.json()) == (400, SPOTIFY_INVALID_OFFSET)
 
 
 def test_a_restricted_app_gets_a_counted_outcome_not_silent_nulls():
@@ -132,3 +162,39 @@ def test_credentials_from_a_databricks_secret_scope(caplog):
         spotify_credentials(config.secrets, FakeDbutils({("hp", "spotify_client_id"): CLIENT_ID}))
     with pytest.raises(SourceError, match="dbutils is not available"):
         spotify_credentials(config.secrets)       # not on Databricks
+
+
+@pytest.mark.parametrize("retry_after", [2_484, 12_471, 4_397])   # seen from the service; spotify-web-api-java's stub
+def test_a_retry_after_of_hours_stops_at_once_with_one_line(retry_after):
+    import threading
+
+    outcome: list[BaseException] = []
+    with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
+        server.fail_next(1, retry_after=retry_after)
+        crawler = crawler_for(server)
+
+        def run() -> None:
+            try:
+                crawler.genre_artists("hip hop")
+            except BaseException as exc:   # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, daemon=True)   # the old crawl slept Retry-After: hours
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), f"the crawl is waiting out Retry-After: {retry_after} s"
+    (error,) = outcome
+    assert isinstance(error, SpotifyError) and error.http_status == 429
+    message = str(error)
+    assert f"asks to wait {retry_after} s (Retry-After), more than spotify.max_wait_s (60 s)" in message
+    assert "/v1/search" in message and "\n" not in message and "try again after" in message
+
+
+def test_a_retry_after_within_max_wait_is_waited_out():
+    with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
+        server.fail_next(2, retry_after=1)
+        crawler = crawler_for(server, "spotify.max_wait_s=1")
+        assert len(crawler.genre_artists("hip hop")) == 2
+        server.fail_next(1, retry_after=2)
+        with pytest.raises(SpotifyError, match=r"asks to wait 2 s .*max_wait_s \(1 s\)"):
+            crawler_for(server, "spotify.max_wait_s=1").genre_artists("hip hop")

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -44,18 +45,22 @@ def new_lake(spark, path: Path) -> DeltaRsLake:
     return DeltaRsLake(LakeConfig(engine="delta-rs", root=str(path)), spark)
 
 
-@pytest.mark.parametrize("ok_calls", [2, 40], ids=["outage-in-search", "outage-in-albums"])
-def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp_path, ok_calls):
+@pytest.mark.parametrize("ok_calls, retry_after", [(2, None), (40, None), (40, 12_471)],
+                         ids=["outage-in-search", "outage-in-albums", "retry-after-of-hours-in-albums"])
+def test_a_resumed_crawl_gives_the_same_table_as_an_uninterrupted_one(spark, tmp_path, ok_calls, retry_after):
     request = CrawlRequest(genre="hip hop")
     with SpotifyApiServer(sample_artists(), CLIENT_ID, SECRET) as server:
         config = load_config(None, [*spotify_sets(server), "lake.compact_min_files=8"], environ=CREDENTIALS)
         whole = crawl(config, spark, new_lake(spark, tmp_path / "whole"), request)
         full_calls = server.calls["api"]
         lake = new_lake(spark, tmp_path / "resumed")
-        server.down_after(ok_calls)
+        server.down_after(ok_calls, retry_after)       # 503s, or 429s asking to wait hours
+        started = time.monotonic()
         with pytest.raises(SpotifyError, match="run the same command again to resume") as stopped:
             crawl(config, spark, lake, request)
-        assert "503" in str(stopped.value) and "\n" not in str(stopped.value)
+        assert ("503" if retry_after is None else "asks to wait 12471 s (Retry-After), more than spotify.max_wait_s") \
+            in str(stopped.value) and "\n" not in str(stopped.value)
+        assert time.monotonic() - started < 120          # not one Retry-After waited out
         saved = lake.read("crawl_state").count()
         server.up()
         before = server.calls["api"]
@@ -141,7 +146,8 @@ def test_ingest_spotify_genre_fills_previews_from_deezer_and_itunes_and_never_sh
     with SpotifyApiServer(artists, CLIENT_ID, SECRET, restricted=True) as spotify, MusicApiServer(music) as apis:
         args = [sys.executable, "-m", "hitpredict.cli", "ingest", "--source", "spotify", "--genre", "hip hop", "-v",
                 "--set", f"lake.root={tmp_path / 'lakehouse'}", "--set", f"resolve.deezer_url={apis.base_url}/deezer",
-                "--set", f"resolve.itunes_url={apis.base_url}/itunes", "--set", "resolve.backoff_base_s=0"]
+                "--set", f"resolve.itunes_url={apis.base_url}/itunes", "--set", "resolve.backoff_base_s=0",
+                "--set", "resolve.itunes_calls_per_minute=0"]     # the fake does not throttle: no pacing
         for item in spotify_sets(spotify):
             args += ["--set", item]
         env = {**os.environ, **CREDENTIALS, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
@@ -207,7 +213,7 @@ def test_deezer_and_itunes_as_sources_and_as_the_fallback_for_csv_rows_without_a
                    "Dusty Engine,Nobody,,\n")
     with MusicApiServer(music) as apis:
         sets = [f"resolve.deezer_url={apis.base_url}/deezer", f"resolve.itunes_url={apis.base_url}/itunes",
-                "resolve.backoff_base_s=0"]
+                "resolve.backoff_base_s=0", "resolve.itunes_calls_per_minute=0"]
         only_itunes = load_config(None, [*sets, "ingest.source=itunes"], environ={})
         report = ingest_catalogue.run(only_itunes, spark, lake, str(csv))
         assert apis.requests["deezer"] == 0 and apis.requests["itunes"] > 0

@@ -9,7 +9,9 @@ from typing import Callable, Sequence
 
 from hitpredict.config import Config, ConfigError, load_config
 from hitpredict.dataset import DatasetError
+from hitpredict.fetch import FetchSetupError
 from hitpredict.ingest import SourceError
+from hitpredict.logs import configure as configure_logging
 from hitpredict.scoring.scorer import ScoreError
 from hitpredict.train.bundle import BundleError
 
@@ -20,7 +22,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", default=None, help="YAML config (default: built-in embedded defaults)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set fetch.max_concurrency=32 (repeatable)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also show third-party warnings (TensorFlow, Spark, Petastorm, MLflow...) and "
+                             "hitpredict's debug lines; -vv: third-party INFO lines too")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--compact", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
                              help="first rewrite the small files of these tables (all, if none named) into few "
                                   "large ones (Delta OPTIMIZE; rows and history unchanged)")
+            cmd.add_argument("--vacuum", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
+                             help="then delete the files of these tables (all, if none named) that no version "
+                                  "within the retention needs: files replaced by --compact, files of writes "
+                                  "that never committed (Delta VACUUM)")
+            cmd.add_argument("--retain-hours", type=int, default=None, metavar="N",
+                             help="vacuum keeps files younger than N hours (default: the table's retention, "
+                                  "7 days); time travel further back is lost, and a write running longer than "
+                                  "N hours would lose its files")
         if name == "check-stack":
             cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
             cmd.add_argument("--num-proc", type=int, default=2)
@@ -166,17 +178,23 @@ def _with_models(config: Config, args: argparse.Namespace) -> Config:
     return config.model_copy(update={"score": score})
 
 
+def printable(value) -> str:
+    """``value`` as text for a terminal: control characters (an escape sequence in a title could
+    clear the screen or rewrite earlier lines) shown as ``\\x1b``, ``\\n``..., the rest as is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
 def print_top(tracks, limit: int = 10) -> None:
     """The best ``limit`` tracks as a table."""
     from hitpredict.scoring.report import similar_text
 
     rows = [["#", "title", "artist", "P(popular)", "pred. pop.", "pct", "sounds like", "region"]]
     for i, t in enumerate(tracks.head(limit).itertuples(index=False), start=1):
-        rows.append([str(i), str(t.title or t.track_id)[:40], str(t.primary_artist or "")[:24],
+        rows.append([str(i), printable(t.title or t.track_id)[:40], printable(t.primary_artist or "")[:24],
                      "" if t.prob_popular is None else f"{t.prob_popular:.3f}",
                      "" if t.popularity_pred is None else f"{t.popularity_pred:.1f}",
-                     "" if t.percentile is None else f"{t.percentile:.1f}", similar_text(t.similar_artists, 2),
-                     str(t.region or "")])
+                     "" if t.percentile is None else f"{t.percentile:.1f}",
+                     printable(similar_text(t.similar_artists, 2)), printable(t.region or "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     keep = [i for i in range(len(widths)) if any(r[i] for r in rows[1:]) or i < 3]
     for n, row in enumerate(rows):
@@ -306,11 +324,18 @@ def _print_tables(tables) -> None:
 def cmd_tables(config: Config, args: argparse.Namespace) -> int:
     from hitpredict.lake import open_lake
 
+    if args.retain_hours is not None and args.vacuum is None:
+        raise SystemExit("hitpredict tables: --retain-hours needs --vacuum")
     lake = open_lake(config.lake, _spark(config))
     if args.compact is not None:
         for table in args.compact or [t.name for t in lake.tables()]:
             files = lake.compact(table)
             print(f"{table}: " + ("does not exist yet" if files is None else f"{files[0]} files -> {files[1]}"))
+    if args.vacuum is not None:
+        for table in args.vacuum or [t.name for t in lake.tables()]:
+            gone = lake.vacuum(table, args.retain_hours)
+            print(f"{table}: " + ("does not exist yet" if not lake.exists(table) else
+                                  "vacuumed" if gone is None else f"vacuum deleted {gone} file(s)"))
     _print_tables(lake.tables())
     return 0
 
@@ -348,12 +373,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
-    for noisy in ("py4j", "urllib3", "numba", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.verbose)   # before Spark or TensorFlow start: their processes inherit it
     try:
         config = load_config(args.conf, args.overrides)
     except ConfigError as exc:
@@ -361,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](config, args)
-    except (SourceError, DatasetError, ScoreError, BundleError) as exc:
+    except (SourceError, DatasetError, ScoreError, BundleError, FetchSetupError) as exc:
         print(f"hitpredict: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -71,6 +71,13 @@ class LakeConfig(_Section):
     #: Stages that commit many small chunks (the Spotify crawl's state) compact their table once it
     #: holds this many files (``hitpredict tables --compact`` does it for any table).
     compact_min_files: int = Field(64, ge=2)
+    #: A write to a keyed table (schemas.KEYS) that loses a commit race to another writer re-checks its keys
+    #: against the winner's rows and commits again, at most this many times.
+    commit_retries: int = Field(20, ge=0)
+    #: Each delta-rs write deletes the data files of earlier hitpredict writes that never committed (a killed
+    #: driver) once they are this old: a live writer's not yet committed files are younger than its longest
+    #: write (one chunk), so keep this well above that.
+    orphan_grace_hours: float = Field(12.0, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -101,6 +108,21 @@ class AudioConfig(_Section):
         return value
 
 
+#: Characters no HTTP header value may hold (CR and LF would start another header).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+#: Proxy schemes requests supports with PySocks installed.
+SOCKS_SCHEMES = {"socks4", "socks4a", "socks5", "socks5h"}
+#: fsspec schemes ``fetch.allow_schemes`` may list: scheme -> (what its URI's authority names, the
+#: package that implements it). "bucket": a bucket or container at the provider's endpoint (or the
+#: operator's configured one); "host": a server, checked by the address policy before connecting.
+REMOTE_SCHEMES: dict[str, tuple[str, str | None]] = {
+    "s3": ("bucket", "s3fs"), "s3a": ("bucket", "s3fs"), "gs": ("bucket", "gcsfs"), "gcs": ("bucket", "gcsfs"),
+    "abfs": ("bucket", "adlfs"), "abfss": ("bucket", "adlfs"), "az": ("bucket", "adlfs"),
+    "ftp": ("host", None), "sftp": ("host", "paramiko"), "webhdfs": ("host", None), "hdfs": ("host", "pyarrow"),
+    "smb": ("host", "smbprotocol"),
+}
+
+
 class FetchConfig(_Section):
     """Preview downloads (used by fetch_previews)."""
 
@@ -114,26 +136,92 @@ class FetchConfig(_Section):
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    #: Size cap for local / fsspec audio files (full-length masters are bigger than previews).
-    max_local_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    #: Size cap for local / fsspec audio files; ``None``: the HTTP cap ``max_body_bytes``, so decoding
+    #: stays within its bounds. Raise it knowingly for full-length masters.
+    max_local_bytes: int | None = Field(None, ge=1024)
+
+    @property
+    def local_cap_bytes(self) -> int:
+        """The size cap of a local or fsspec read (bytes)."""
+        return self.max_local_bytes if self.max_local_bytes is not None else self.max_body_bytes
     max_runs_per_track: int = Field(3, ge=1)
     commit_every: int = Field(500, ge=1)
     #: Hosts or networks (CIDR) allowed even though they are loopback/private.
     allow_hosts: list[str] = Field(default_factory=list)
     user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
-    #: HTTP(S) proxy URL for preview downloads (environment proxy variables are not read).
+    #: HTTP(S) proxy URL for preview downloads (environment proxy variables are not read);
+    #: socks5h:// and friends need PySocks installed.
     proxy: str | None = None
+    #: fsspec schemes an ``audio_uri`` may use besides local paths and http(s) (which always go
+    #: through the address policy): e.g. ``[s3, gs, abfs]``. Each needs its fsspec backend
+    #: installed (s3fs, gcsfs, adlfs). Host schemes (ftp, sftp, webhdfs, hdfs, smb) pass the
+    #: address policy first.
+    allow_schemes: list[str] = Field(default_factory=list)
     #: A signed preview URL (Deezer's expire within hours) that has expired, or answers 401/403/410,
     #: is looked up again with ``resolve.services`` for a fresh URL, once per fetch.
     refresh_expired: bool = True
     #: A signed URL expiring within this many seconds counts as expired already.
     expiry_margin_s: float = Field(60.0, ge=0)
 
+    @field_validator("user_agent")
+    @classmethod
+    def _header_safe(cls, value: str) -> str:
+        if _CONTROL_CHARS.search(value) or value != value.strip():
+            raise ValueError("must be one line of printable text (no CR, LF or other control characters, "
+                             "no leading or trailing spaces): it is sent as an HTTP header")
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_supported(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme in ("http", "https"):
+            return value
+        if scheme in SOCKS_SCHEMES:
+            import importlib.util
+
+            if importlib.util.find_spec("socks") is None:
+                raise ValueError(f"{scheme}:// proxies need SOCKS support, which is not installed "
+                                 "(pip install 'requests[socks]'), or use an http:// proxy")
+            return value
+        raise ValueError(f"proxy URL must start with http://, https:// or one of "
+                         f"{', '.join(s + '://' for s in sorted(SOCKS_SCHEMES))}")
+
+    @field_validator("allow_schemes")
+    @classmethod
+    def _remote_schemes(cls, value: list[str]) -> list[str]:
+        import importlib
+
+        schemes = [s.lower() for s in value]
+        for scheme in schemes:
+            if scheme not in REMOTE_SCHEMES:
+                raise ValueError(f"{scheme!r} is not a remote storage scheme that can be allowed; allowed: "
+                                 f"{', '.join(sorted(REMOTE_SCHEMES))} (http and https are always fetched, "
+                                 "through the address policy; local paths follow ingest.allow_roots)")
+            module = REMOTE_SCHEMES[scheme][1]
+            if module:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    raise ValueError(f"{scheme}:// needs the {module} package, which is not installed") from None
+        return schemes
+
 
 class FeaturesConfig(_Section):
-    """extract_features: how many tracks a commit holds."""
+    """extract_features: how many tracks a commit holds, and the bounds on decoding one file."""
 
     commit_every: int = Field(1000, ge=1)
+    #: Files with more channels, or a higher sample rate, are ``unsupported_format`` (never decoded).
+    max_channels: int = Field(8, ge=1, le=64)
+    max_source_rate_hz: int = Field(192_000, ge=8000, le=768_000)
+    #: Decode in a child process per task (memory-capped, with a deadline), so a file that crashes
+    #: or exhausts its decoder becomes a ``decode_error`` row instead of killing the task.
+    decode_in_child: bool = True
+    #: The child's address space may grow this much above what it maps when it starts.
+    decode_memory_mib: int = Field(512, ge=64)
+    decode_timeout_s: float = Field(60.0, gt=0)
 
 
 class DatasetConfig(_Section):
@@ -264,7 +352,15 @@ class ResolveConfig(_Section):
     max_retries: int = Field(5, ge=0, le=20)
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
+    #: Calls per minute the client makes to the iTunes host (0: no limit). Apple throttles at
+    #: about 20 a minute, with HTTP 403 and an empty body; a resolve run divides this among its
+    #: Spark tasks.
+    itunes_calls_per_minute: float = Field(20.0, ge=0)
     user_agent: str = "hitpredict/0.1 (+https://github.com/hitpredict)"
+
+
+#: Items per page the Web API serves a Development-Mode app on search and artist albums (since 2026).
+DEV_MODE_PAGE_SIZE = 10
 
 
 class SpotifyConfig(_Section):
@@ -273,12 +369,18 @@ class SpotifyConfig(_Section):
     api_url: str = "https://api.spotify.com/v1/"
     token_url: str = "https://accounts.spotify.com/api/token"
     market: str = Field("US", pattern=r"^[A-Z]{2}$")
-    #: Items per page: Development-Mode apps get at most 10 per search page since February 2026.
+    #: The app has Spotify's extended quota mode (not Development Mode): pages of up to 50 items.
+    extended_access: bool = False
+    #: Items per page: since February 2026 Development-Mode apps get at most 10 per search and
+    #: per artist-albums page (a larger limit is refused with HTTP 400 "Invalid limit").
     page_size: int = Field(10, ge=1, le=50)
     #: Search results stop at this offset; slices (years, then name prefixes) get past it.
     offset_cap: int = Field(1000, ge=10)
     first_year: int = Field(1980, ge=1900, le=2100)
     last_year: int = Field(2026, ge=1900, le=2100)
+    #: The longest ``Retry-After`` (seconds) the crawl waits out; a longer one (the service has
+    #: sent hours) stops the crawl, resumable, instead of blocking a task.
+    max_wait_s: float = Field(60.0, ge=0)
     #: Characters a too-big slice is split by (query prefix ``X*``).
     prefixes: str = "abcdefghijklmnopqrstuvwxyz0123456789"
     timeout_s: float = Field(10.0, gt=0)
@@ -298,6 +400,23 @@ class SpotifyConfig(_Section):
     #: Spark tasks calling the Web API at once (each one session, calls in sequence): the
     #: crawl's concurrency against api.spotify.com.
     max_concurrency: int = Field(4, ge=1, le=64)
+
+    @field_validator("page_size")
+    @classmethod
+    def _page_size_served(cls, value: int, info: Any) -> int:
+        if value > DEV_MODE_PAGE_SIZE and not info.data.get("extended_access", False):
+            raise ValueError(f"Development-Mode apps get at most {DEV_MODE_PAGE_SIZE} items per search and "
+                             "artist-albums page since 2026 (HTTP 400 'Invalid limit'); set "
+                             "spotify.extended_access: true only if the app has extended quota mode")
+        return value
+
+    @field_validator("last_year")
+    @classmethod
+    def _years_in_order(cls, value: int, info: Any) -> int:
+        first = info.data.get("first_year")
+        if first is not None and first > value:
+            raise ValueError(f"spotify.first_year ({first}) is after spotify.last_year: no year would be crawled")
+        return value
 
 
 class ScoreConfig(_Section):
@@ -349,6 +468,11 @@ class IngestConfig(_Section):
     #: catalogue field -> source column; fields left out map to a column of the same name if present.
     columns: dict[str, str | None] = Field(default_factory=dict)
     artist_separator: str = ";"
+    #: Folders (local paths) a catalogue's local ``audio_uri`` may point into; rows pointing
+    #: elsewhere are rejected at ingest, and fetch_previews reads nothing outside them. Empty:
+    #: the catalogue file's folder (a folder source: that folder), recorded in the
+    #: ``audio_roots`` table by each ingest so fetch_previews knows it.
+    allow_roots: list[str] = Field(default_factory=list)
     date_formats: list[str] = Field(default_factory=lambda: ["%Y-%m-%d", "%Y-%m", "%Y", "%d/%m/%Y", "%Y/%m/%d"])
     audio_extensions: list[str] = Field(default_factory=lambda: ["mp3", "m4a", "aac", "mp4", "ogg", "oga",
                                                                  "flac", "wav"])
@@ -356,6 +480,22 @@ class IngestConfig(_Section):
     #: Look up a preview (``resolve.services``) for CSV/Parquet rows with no audio instead of
     #: rejecting them; always done for the spotify source.
     resolve_missing: bool = False
+
+    @field_validator("artist_separator")
+    @classmethod
+    def _separator_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty: it splits the artists column (e.g. ';')")
+        return value
+
+    @field_validator("allow_roots")
+    @classmethod
+    def _local_folders(cls, value: list[str]) -> list[str]:
+        for root in value:
+            path = root[len("file://"):] if root.startswith("file://") else root
+            if not path or "://" in path:
+                raise ValueError(f"{root!r} is not a local folder (remote audio follows fetch.allow_schemes)")
+        return value
 
     @field_validator("columns")
     @classmethod

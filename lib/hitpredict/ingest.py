@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -16,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from hitpredict.audio_paths import local_path, outside_roots, real_roots
 from hitpredict.schemas import CATALOGUE, CATALOGUE_SOURCE_FIELDS, REJECTS
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
@@ -90,6 +92,8 @@ def normalise_catalogue(
     date_formats: Iterable[str] = ("%Y-%m-%d", "%Y-%m", "%Y", "%d/%m/%Y", "%Y/%m/%d"),
     existing: Mapping[str, Mapping[str, str]] | None = None,
     ingested_at: dt.datetime | None = None,
+    audio_roots: Iterable[str] | None = None,
+    base_dir: str | None = None,
 ) -> NormalisedCatalogue:
     """Map, validate and de-duplicate source rows.
 
@@ -101,6 +105,11 @@ def normalise_catalogue(
     first_row_number : 1-based number of ``raw``'s first data row in the source.
     existing : keys already in the catalogue, each mapped to its track id:
         ``{"track_id": {id: id}, "isrc": {isrc: id}, "preview_url": {url: id}, "audio_uri": {uri: id}}``.
+    audio_roots : local folders a local ``audio_uri`` must lie in (symlinks resolved); a row
+        pointing elsewhere, or at /proc, /sys or /dev, is rejected (``audio_outside_roots``).
+        ``None``: not checked. Other schemes are left to the fetcher (``fetch.allow_schemes``).
+    base_dir : folder a relative local ``audio_uri`` is read from (the catalogue file's); it is
+        stored as the absolute path. Without one, a relative path is rejected when roots are checked.
 
     Returns
     -------
@@ -124,6 +133,7 @@ def normalise_catalogue(
     for key, values in (existing or {}).items():
         seen[key].update({v: t for v, t in values.items() if v})
     known_ids = set(seen["track_id"])
+    roots = real_roots(audio_roots) if audio_roots is not None else None
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
@@ -143,6 +153,13 @@ def normalise_catalogue(
         isrc_raw = value.get("isrc")
         isrc = normalise_isrc(isrc_raw)
         audio_uri, preview_url = value.get("audio_uri"), value.get("preview_url")
+        refused = None
+        path = local_path(audio_uri) if audio_uri and roots is not None else None
+        if path is not None:
+            if not os.path.isabs(path) and base_dir:
+                audio_uri = path = os.path.normpath(os.path.join(os.path.abspath(base_dir), path))
+            refused = outside_roots(path, roots) if os.path.isabs(path) else \
+                f"{path!r} is a relative path and the source has no folder"
         if columns.get("track_id"):
             track_id = value.get("track_id")
             if not track_id:
@@ -159,6 +176,9 @@ def normalise_catalogue(
         if not audio_uri and not preview_url:
             reject(number, record, "no_audio", f"row {number}: no audio reference (audio_uri and preview_url are empty)",
                    track_id)
+            continue
+        if refused:
+            reject(number, record, "audio_outside_roots", f"row {number}: audio_uri refused: {refused}", track_id)
             continue
         try:
             release_date = parse_date(value.get("release_date"), date_formats)

@@ -21,7 +21,8 @@ from types import ModuleType
 def use_legacy_keras() -> None:
     """Select Keras 2 for this process and the processes it starts."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no CUDA-plugin noise on CPU machines
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:   # no CUDA-plugin noise on CPU machines
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 

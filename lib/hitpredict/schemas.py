@@ -148,11 +148,20 @@ CRAWL_STATE = pa.schema([
     _f("crawled_at", TIMESTAMP, nullable=False),
 ])
 
+#: Local folders catalogue audio may be read from, recorded by each ingest that used the default
+#: (the catalogue file's folder) so fetch_previews knows them (``ingest.allow_roots`` wins when set).
+AUDIO_ROOTS = pa.schema([
+    _f("root", pa.string(), nullable=False),            # a real local path
+    _f("source", pa.string(), nullable=False),          # the ingest source that recorded it, e.g. "csv:labels.csv"
+    _f("recorded_at", TIMESTAMP, nullable=False),
+])
+
 #: Every table of the lake, by name.
 TABLES: dict[str, pa.Schema] = {
     "catalogue": CATALOGUE,
     "crawl_state": CRAWL_STATE,
     "rejects": REJECTS,
+    "audio_roots": AUDIO_ROOTS,
     "previews": PREVIEWS,
     "fetch_attempts": FETCH_ATTEMPTS,
     "features": FEATURES,
@@ -160,6 +169,25 @@ TABLES: dict[str, pa.Schema] = {
     "datasets": DATASETS,
     "scores": SCORES,
 }
+
+
+#: The key of each keyed table: a write adds a row only if no row with its key exists (insert-if-absent),
+#: so overlapping or repeated runs never duplicate. Tables not named here are logs (every row counts).
+KEYS: dict[str, tuple[str, ...]] = {
+    "catalogue": ("track_id",),
+    "audio_roots": ("root",),
+    "previews": ("track_id",),
+    "features": ("track_id",),
+    "examples": ("dataset_id", "track_id"),                     # one row per track per dataset
+    "datasets": ("dataset_id",),
+    "scores": ("model_name", "model_version", "track_id"),       # one score per track per model version
+}
+
+
+def table_key(table: str) -> tuple[str, ...]:
+    """The key columns of ``table`` (empty for a table that keeps every row)."""
+    arrow_schema(table)  # validates the name
+    return KEYS.get(table, ())
 
 
 def arrow_schema(table: str) -> pa.Schema:

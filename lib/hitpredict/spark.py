@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hitpredict.config import SparkConfig
+from hitpredict.logs import verbosity
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -41,15 +44,18 @@ def get_spark(config: SparkConfig, spark: "SparkSession | None" = None) -> "Spar
     if active is not None:
         return active
     builder = SparkSession.builder.appName(config.app_name)
+    settings = local_defaults(config)
     if config.master and not provided_by_platform():
         # Executors' Python must be this interpreter (the project's venv).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = builder.master(config.master).config("spark.driver.memory", config.driver_memory)
-    for key, value in local_defaults(config).items():
+        # The JVM we start logs at the run's verbosity from its first line (setLogLevel comes later).
+        settings.update(quiet_jvm_options(settings, log4j_config(verbosity())))
+    for key, value in settings.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
+    session.sparkContext.setLogLevel(SPARK_LOG_LEVELS[verbosity()])
     log.info("spark %s, master %s", session.version, session.sparkContext.master)
     return session
 
@@ -67,3 +73,53 @@ def local_defaults(config: SparkConfig) -> dict[str, str]:
     }
     settings.update(config.conf)
     return settings
+
+
+#: Spark's log level for each verbosity of :mod:`hitpredict.logs`.
+SPARK_LOG_LEVELS = {0: "ERROR", 1: "WARN", 2: "INFO"}
+
+LOG4J2_PROPERTIES = """\
+# hitpredict: Spark's log4j2 settings for a run at verbosity {verbosity} (written by hitpredict.spark)
+rootLogger.level = {level}
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+# The loggers of PySpark's gateway and the shell at the root's level: Spark then prints no
+# "Setting default log level" banner.
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = {level}
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = {level}
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = {quiet}
+logger.parquet.name = org.apache.parquet.CorruptStatistics
+logger.parquet.level = error
+"""
+
+
+def log4j_config(level: int, directory: str | Path | None = None) -> Path:
+    """A log4j2 properties file for a JVM started at verbosity ``level`` (0: errors only, 1: warnings,
+    2: info). Without one, Spark prints its banner and WARN lines before any session exists."""
+    folder = Path(directory or tempfile.gettempdir())
+    path = folder / f"hitpredict-log4j2-{level}-{os.getuid() if hasattr(os, 'getuid') else 0}.properties"
+    text = LOG4J2_PROPERTIES.format(verbosity=level, level=SPARK_LOG_LEVELS[level].lower(),
+                                    quiet="error" if level == 0 else "warn")
+    if not path.is_file() or path.read_text() != text:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(path)
+    return path
+
+
+def quiet_jvm_options(settings: dict[str, str], log4j: Path) -> dict[str, str]:
+    """``spark.{driver,executor}.extraJavaOptions`` of ``settings`` with ``log4j`` as the log4j2
+    configuration, unless they name one already."""
+    out = {}
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        current = settings.get(key, "")
+        if "log4j2.configurationFile" not in current and "log4j.configurationFile" not in current:
+            out[key] = f"{current} -Dlog4j2.configurationFile=file:{log4j}".strip()
+    return out

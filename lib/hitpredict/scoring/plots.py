@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hitpredict.train.plots import _pyplot, _save
+from hitpredict.train.plots import PLAIN_TEXT, _pyplot, _save
 
 
 def score_histogram(values: np.ndarray, label: str, threshold: float | None, path: Path) -> Path:
@@ -17,9 +17,9 @@ def score_histogram(values: np.ndarray, label: str, threshold: float | None, pat
     if threshold is not None:
         ax.axvline(threshold, color="#c0392b", linestyle="--", label=f"{threshold:g}")
         ax.legend()
-    ax.set_xlabel(label)
+    ax.set_xlabel(label, **PLAIN_TEXT)
     ax.set_ylabel("tracks")
-    ax.set_title(f"{label} over {len(values)} scored tracks")
+    ax.set_title(f"{label} over {len(values)} scored tracks", **PLAIN_TEXT)
     return _save(fig, path)
 
 
@@ -31,7 +31,7 @@ def percentile_curve(scores: np.ndarray, percentiles: np.ndarray, top: int, labe
     ax.plot(scores[order], percentiles[order], color="#3b6ea8", linewidth=1.5, label="catalogue tracks")
     best = np.argsort(-percentiles, kind="stable")[:top]
     ax.scatter(scores[best], percentiles[best], color="#c0392b", s=12, zorder=3, label=f"top {len(best)}")
-    ax.set_xlabel(label)
+    ax.set_xlabel(label, **PLAIN_TEXT)
     ax.set_ylabel("percentile (model's reference)")
     ax.set_ylim(0, 100)
     ax.legend(loc="lower right")
@@ -45,7 +45,7 @@ def importance_strip(mel_db: np.ndarray, seconds: float, importance: Sequence[fl
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 3.2), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
     top.imshow(mel_db, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, mel_db.shape[0]))
     top.set_ylabel("mel band")
-    top.set_title(title, fontsize=9)
+    top.set_title(title, fontsize=9, **PLAIN_TEXT)   # a track's title and artist: text, never mathtext
     values = np.asarray(importance, dtype=float)
     if values.size and np.ceil(seconds / segment_seconds - 1e-6) != values.size:   # scored with other settings
         segment_seconds = seconds / values.size

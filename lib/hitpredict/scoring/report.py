@@ -38,15 +38,54 @@ def similar_text(value: Any, limit: int = 3) -> str:
     return ", ".join(f"{item['artist']} ({item['prob']:.0%})" for item in list(value)[:limit])
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    """``"-3.5"``, ``"+2e-3"``: a signed number with nothing around it (no whitespace, no ``_``)."""
+    if text[:1] not in ("-", "+") or text != text.strip() or "_" in text:
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, made inert with a leading ``'``.
+
+    Only strings change: numbers (a negative score included) stay numbers, and so does a string
+    that is one number (``"-3.5"`` is data, not a formula). ``"=HYPERLINK(...)"``,
+    ``"@SUM(A1)"``, ``"-1+2"`` and a list of numbers that starts with a minus sign
+    (``"-0.01;0.02"``) become ``"'=HYPERLINK(...)"`` and so on.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def neutralise_text_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell passed through :func:`neutralise_cell`; numeric columns untouched."""
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column].dtype):
+            out[column] = out[column].map(neutralise_cell)
+    return out
+
+
 def export_csv(tracks: pd.DataFrame, path: Path) -> Path:
-    """Every scored track, best first; lists as text so spreadsheets read them."""
+    """Every scored track, best first; lists as text so spreadsheets read them, and no text cell
+    that a spreadsheet would run as a formula (:func:`neutralise_cell`)."""
     table = tracks.copy()
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table["similar_artists"] = ["; ".join(f"{i['artist']}:{i['prob']:.4f}" for i in v) if v is not None else ""
                                 for v in table["similar_artists"]]
     table["segment_importance"] = [
         ";".join(f"{x:.5f}" for x in v) if v is not None else "" for v in table["segment_importance"]]
-    table.to_csv(path, index=False, float_format="%.6f")
+    # CRLF line ends (RFC 4180) also make the writer quote a text cell that holds a lone CR.
+    neutralise_text_cells(table).to_csv(path, index=False, float_format="%.6f", lineterminator="\r\n")
     return path
 
 
@@ -119,6 +158,21 @@ def write_report(lake: "Lake", out_dir: str | Path, top: int = 50, strips: int =
     if tracks.empty:
         raise ScoreError(f"nothing to report: the scores table at {lake.location('scores')} has no rows; "
                          f"run score_catalogue first")
+    explained = tracks.head(top)
+    explained = explained[explained["segment_importance"].notna()].head(strips)
+    mels = _spectrograms(lake, explained["track_id"].tolist()) if len(explained) else {}
+    return render_report(tracks, mels, out_dir, top, strips, segment_seconds, title)
+
+
+def render_report(tracks: pd.DataFrame, mels: dict[str, tuple[np.ndarray, float]], out_dir: str | Path,
+                  top: int = 50, strips: int = 10, segment_seconds: float = 3.0,
+                  title: str = "hitpredict: catalogue hit potential") -> Report:
+    """The report of ``tracks`` (one row per track, best first, as :func:`latest_scores` gives them)
+    with the spectrograms ``mels`` (track_id -> (log-mel dB, window seconds)) of the explained ones.
+
+    Every string from the data (titles, artists, model names) is text: HTML-escaped in the page,
+    never mathtext in the plots, neutralised against formulas in the CSV.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = Report(html=out / "report.html", csv=export_csv(tracks, out / "scores.csv"), tracks=tracks)
@@ -143,7 +197,6 @@ def write_report(lake: "Lake", out_dir: str | Path, top: int = 50, strips: int =
             f"<td>{html.escape(str(t.region or ''))}</td></tr>")
     explained = best[best["segment_importance"].notna()].head(strips)
     strip_html = []
-    mels = _spectrograms(lake, explained["track_id"].tolist()) if len(explained) else {}
     for i, t in enumerate(explained.itertuples(index=False), start=1):
         if t.track_id not in mels:
             continue
@@ -158,9 +211,10 @@ def write_report(lake: "Lake", out_dir: str | Path, top: int = 50, strips: int =
     summary = (f"{len(tracks)} tracks scored by {', '.join(sorted(set(', '.join(tracks['models']).split(', '))))}; "
                f"written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     page = PAGE.format(
-        title=html.escape(title), summary=html.escape(summary), top=len(best), score_label=label,
+        title=html.escape(title), summary=html.escape(summary), top=len(best), score_label=html.escape(label),
         plots="".join(_image(p, p.stem.replace("_", " ")) for p in images if not p.stem.startswith("strip")),
-        rows="\n".join(rows), strips="\n".join(strip_html) or "<p>(no explained tracks)</p>", csv=report.csv.name,
+        rows="\n".join(rows), strips="\n".join(strip_html) or "<p>(no explained tracks)</p>",
+        csv=html.escape(report.csv.name),
     )
     report.html.write_text(page, encoding="utf-8")
     log.info("report: %s (%d tracks, %d images)", report.html, len(tracks), len(images))

@@ -6,12 +6,15 @@ file, so it is fanned out over Spark executors.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import stat
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pandas as pd
 
+from hitpredict.audio_paths import local_path, outside_roots, real_roots
 from hitpredict.ingest import SourceError
 
 if TYPE_CHECKING:
@@ -50,8 +53,25 @@ def _first(tags: object, *keys: str) -> str | None:
     return None
 
 
-def describe_file(uri: str) -> dict[str, str | None]:
-    """Catalogue fields of one audio file from its tags, falling back to its name."""
+def _may_open(uri: str, root: str | None) -> bool:
+    """Whether reading ``uri``'s tags is safe: a local file must be a regular file under ``root``
+    (a FIFO would block the open; a symlink out of the folder would read what it points at)."""
+    path = local_path(uri)
+    if path is None or root is None:
+        return True
+    if outside_roots(path, real_roots([root])):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def describe_file(uri: str, root: str | None = None) -> dict[str, str | None]:
+    """Catalogue fields of one audio file from its tags, falling back to its name.
+
+    With ``root`` (the listed folder), a local file is opened only if it is a regular file
+    under it; otherwise the name is all that is used (the fetcher refuses it later)."""
     import fsspec
     import mutagen
 
@@ -64,6 +84,8 @@ def describe_file(uri: str) -> dict[str, str | None]:
         "isrc": None, "release_date": None, "genre": None,
     }
     try:
+        if not _may_open(uri, root):
+            raise OSError("not a regular file under the folder")
         with fsspec.open(uri, "rb") as handle:
             audio = mutagen.File(handle, easy=True)
     except Exception as exc:  # noqa: BLE001 - unreadable tags: the file name is all we have
@@ -80,10 +102,10 @@ def describe_file(uri: str) -> dict[str, str | None]:
     return row
 
 
-def _describe_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _describe_partition(frames: Iterator[pd.DataFrame], root: str | None = None) -> Iterator[pd.DataFrame]:
     """Executor side: describe each file, keeping its listing order."""
     for frame in frames:
-        rows = pd.DataFrame([describe_file(uri) for uri in frame["audio_uri"]], columns=FOLDER_COLUMNS)
+        rows = pd.DataFrame([describe_file(uri, root) for uri in frame["audio_uri"]], columns=FOLDER_COLUMNS)
         rows["order"] = frame["order"].to_numpy()
         yield rows
 
@@ -99,5 +121,7 @@ def read_folder(spark: "SparkSession", root: str, extensions: Sequence[str], par
     partitions = partitions or max(1, min(len(files) // 50 + 1, spark.sparkContext.defaultParallelism * 4))
     paths = spark.createDataFrame(pd.DataFrame({"order": range(len(files)), "audio_uri": files}))
     schema = ", ".join(f"{c} string" for c in FOLDER_COLUMNS)
-    described = paths.repartition(partitions).mapInPandas(_describe_partition, schema + ", order long")
+    local_root = local_path(root)
+    describe = functools.partial(_describe_partition, root=os.path.abspath(local_root) if local_root else None)
+    described = paths.repartition(partitions).mapInPandas(describe, schema + ", order long")
     return described.toPandas().sort_values("order").drop(columns="order").reset_index(drop=True)

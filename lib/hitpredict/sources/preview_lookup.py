@@ -5,6 +5,12 @@ finds nothing, a title+artist search (Deezer ``/search?q=artist:"X" track:"Y"``,
 ``/search?term=X Y&entity=song``) whose hit is accepted only when the normalised title and
 artist both reach ``resolve.match_threshold``. Deezer's ``rank`` is kept as an alternative
 popularity signal, named as such (``popularity_source = "deezer_rank"``).
+
+Deezer answers errors with HTTP 200 (:func:`~hitpredict.sources.api_client.in_band_error`):
+code 800 ("no data") means not found; 4 (quota) and 700 (service busy) are retried and, when
+they last, the track is ``failed`` (transient); any other error (``ParameterException`` 500,
+an error with no code) is ``failed`` too, never ``not_found``, so it is not recorded as a
+permanent miss. iTunes' throttle (403, empty body) is retried with backoff.
 """
 from __future__ import annotations
 
@@ -13,12 +19,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from hitpredict.config import ResolveConfig
-from hitpredict.sources.api_client import ApiClient, ApiError
+from hitpredict.sources.api_client import ApiClient, ApiError, in_band_error
 from hitpredict.sources.matching import names_match
 
 log = logging.getLogger(__name__)
 
-DEEZER_QUOTA = (4,)   # {"error": {"type": "Exception", "message": "Quota limit exceeded", "code": 4}}
+#: Deezer's in-band codes that pass: 4 "Quota limit exceeded", 700 "Service busy".
+DEEZER_TRANSIENT = (4, 700)
+#: Deezer's in-band "no data": the track is not there.
+DEEZER_NO_DATA = 800
 
 
 @dataclass(frozen=True)
@@ -75,18 +84,29 @@ class PreviewLookup:
         return [self.resolve(q)[-1] for q in queries]
 
     # ------------------------------------------------------------------ Deezer
+    def _deezer_get(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Deezer's answer, ``None`` for its "no data" (800); raises :class:`ApiError` for any other error."""
+        body = self.client.get_json(url, params, retry_codes=DEEZER_TRANSIENT)
+        error = in_band_error(body)
+        if error is not None:
+            if error.code == DEEZER_NO_DATA:
+                return None
+            raise ApiError("deezer_error", error.describe())
+        if not isinstance(body, dict):
+            raise ApiError("bad_json", f"deezer answered a {type(body).__name__}, not an object")
+        return body
+
     def _deezer(self, q: TrackQuery) -> Resolution:
         base = self.config.deezer_url.rstrip("/")
         if q.isrc:
-            body = self.client.get_json(f"{base}/track/isrc:{q.isrc}", retry_codes=DEEZER_QUOTA)
-            if "error" not in body and body.get("preview"):
+            body = self._deezer_get(f"{base}/track/isrc:{q.isrc}")
+            if body is not None and body.get("preview"):
                 return self._deezer_hit(q, body, "isrc", None)
         if not (q.title and q.artist):
             return Resolution(q.track_id, "deezer", "not_found", detail="no ISRC hit and no title+artist to search")
         text = f'artist:"{q.artist}" track:"{q.title}"'
-        body = self.client.get_json(f"{base}/search", {"q": text, "limit": self.config.search_limit},
-                                    retry_codes=DEEZER_QUOTA)
-        hits = body.get("data") or []
+        body = self._deezer_get(f"{base}/search", {"q": text, "limit": self.config.search_limit}) or {}
+        hits = [h for h in body.get("data") or [] if isinstance(h, dict)]
         return self._best(q, "deezer", [(h, h.get("title"), (h.get("artist") or {}).get("name")) for h in hits
                                          if h.get("preview")], self._deezer_hit)
 
@@ -96,19 +116,27 @@ class PreviewLookup:
                           (hit.get("artist") or {}).get("name"), score, int(rank) if rank is not None else None)
 
     # ------------------------------------------------------------------ iTunes
+    def _itunes_get(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
+        """iTunes' answer; its throttle (403, empty body) is retried by the client."""
+        body = self.client.get_json(url, params, throttle_403=True)
+        if not isinstance(body, dict):
+            raise ApiError("bad_json", f"itunes answered a {type(body).__name__}, not an object")
+        return body
+
     def _itunes(self, q: TrackQuery) -> Resolution:
         base = self.config.itunes_url.rstrip("/")
         country = self.config.itunes_country
         if q.isrc:
-            body = self.client.get_json(f"{base}/lookup", {"isrc": q.isrc, "country": country, "entity": "song"})
-            songs = [r for r in body.get("results") or [] if r.get("previewUrl") and r.get("kind") == "song"]
+            body = self._itunes_get(f"{base}/lookup", {"isrc": q.isrc, "country": country, "entity": "song"})
+            songs = [r for r in body.get("results") or [] if isinstance(r, dict) and r.get("previewUrl")
+                     and r.get("kind") == "song"]
             if songs:
                 return self._itunes_hit(q, songs[0], "isrc", None)
         if not (q.title and q.artist):
             return Resolution(q.track_id, "itunes", "not_found", detail="no ISRC hit and no title+artist to search")
-        body = self.client.get_json(f"{base}/search", {"term": f"{q.artist} {q.title}", "entity": "song",
-                                                       "country": country, "limit": self.config.search_limit})
-        hits = [r for r in body.get("results") or [] if r.get("previewUrl")]
+        body = self._itunes_get(f"{base}/search", {"term": f"{q.artist} {q.title}", "entity": "song",
+                                                   "country": country, "limit": self.config.search_limit})
+        hits = [r for r in body.get("results") or [] if isinstance(r, dict) and r.get("previewUrl")]
         return self._best(q, "itunes", [(h, h.get("trackName"), h.get("artistName")) for h in hits], self._itunes_hit)
 
     def _itunes_hit(self, q: TrackQuery, hit: dict[str, Any], method: str, score: float | None) -> Resolution:

@@ -1,11 +1,17 @@
 """Crawl Spotify with spotipy: the artists of a genre, then their albums, then every track.
 
-The search API stops at an offset of 1,000, so a genre is searched one release year at a
-time, and a year with more artists than the cap is split again by name prefix (``a*``,
+The search API stops at an offset of 1,000 (``spotify.offset_cap``): it still hands out a
+``next`` link to offset 1,000 and then answers it with HTTP 400, so a slice is paged by
+offset and never asked for a page at or past the cap. A genre is searched one release year
+at a time, and a year with more artists than the cap is split again by name prefix (``a*``,
 ``b*``, ...). Tracks are deduplicated by Spotify id and by ISRC. Since November 2024 new
 apps get no ``preview_url`` and since February 2026 Development-Mode apps get no
 ``popularity`` and no batch ``/tracks`` endpoint: the crawl keeps what the API gives,
 counts per field what it withheld, and falls back to one ``/tracks/{id}`` call per track.
+
+A 429 is waited out (``Retry-After``) only up to ``spotify.max_wait_s``: the service has
+asked for hours, which would block a task that long per retry; a longer one stops the crawl
+with one line (resumable from ``crawl_state``).
 
 Credentials are read once (environment or Databricks secrets, via the config's
 ``SecretStr``) and handed to spotipy's client-credentials manager with an in-memory token
@@ -14,6 +20,7 @@ which prints the Basic authorisation header, is held at INFO.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections import Counter
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
+from urllib3.util.retry import Retry
 
 from hitpredict.config import SpotifyConfig
 from hitpredict.http_retry import first_line
@@ -78,6 +86,52 @@ class CrawlStats:
                 f"duplicate ISRCs; withheld: {withheld}; batch /tracks {self.batch_endpoint}")
 
 
+class RetryAfterTooLong(Exception):
+    """The service asked for a pause (``Retry-After``, seconds) longer than ``spotify.max_wait_s``."""
+
+    def __init__(self, seconds: float, status: int, path: str) -> None:
+        super().__init__(f"Retry-After {seconds:.0f} s on HTTP {status} from {path}")
+        self.seconds, self.status, self.path = seconds, status, path
+
+
+class CappedRetry(Retry):
+    """urllib3's retries as spotipy configures them, but a ``Retry-After`` over ``max_wait_s``
+    raises :class:`RetryAfterTooLong` instead of sleeping (urllib3 would sleep any length)."""
+
+    def __init__(self, *args: Any, max_wait_s: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_wait_s = max_wait_s
+
+    def new(self, **kwargs: Any) -> "CappedRetry":
+        retry = super().new(**kwargs)
+        retry.max_wait_s = self.max_wait_s
+        return retry
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        wait = self.get_retry_after(response)
+        if wait is not None and wait > self.max_wait_s:
+            from urllib.parse import urlsplit
+
+            raise RetryAfterTooLong(wait, response.status, urlsplit(getattr(response, "url", "") or "").path)
+        return super().sleep_for_retry(response)
+
+
+def _session(config: SpotifyConfig) -> Any:
+    """The HTTP session spotipy would build (same retries, backoff and status list), with :class:`CappedRetry`."""
+    import requests
+    import spotipy
+
+    retry = CappedRetry(total=config.retries, connect=None, read=False,
+                        allowed_methods=frozenset(["GET", "POST", "PUT", "DELETE"]), status=config.retries,
+                        backoff_factor=config.backoff_factor, status_forcelist=spotipy.Spotify.default_retry_codes,
+                        max_wait_s=config.max_wait_s)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def make_client(config: SpotifyConfig, client_id: str, client_secret: str) -> Any:
     """A spotipy client for ``config``'s endpoints, token kept in memory only."""
     import spotipy
@@ -89,7 +143,8 @@ def make_client(config: SpotifyConfig, client_id: str, client_secret: str) -> An
                                     cache_handler=MemoryCacheHandler(), requests_timeout=config.timeout_s)
     auth.OAUTH_TOKEN_URL = config.token_url
     client = spotipy.Spotify(auth_manager=auth, requests_timeout=config.timeout_s, retries=config.retries,
-                             status_retries=config.retries, backoff_factor=config.backoff_factor)
+                             status_retries=config.retries, backoff_factor=config.backoff_factor,
+                             requests_session=_session(config))
     client.prefix = config.api_url if config.api_url.endswith("/") else config.api_url + "/"
     return client
 
@@ -132,6 +187,8 @@ class SpotifyCrawler:
                     return method(*args, **kwargs)
                 except SpotifyException as again:
                     exc = again
+                except RetryAfterTooLong as long_wait:
+                    raise self._too_long(long_wait) from None
             where = exc.msg.split(":\n", 1)[0].strip()[:200]
             if "Max Retries" in exc.msg:   # spotipy reports any exhausted retries as 429
                 reason = str(getattr(exc, "reason", "") or "")
@@ -140,10 +197,20 @@ class SpotifyCrawler:
                                    f"{reason.splitlines()[0][:120] if reason else 'no answer'}",
                                    int(status.group(1)) if status else exc.http_status) from None
             raise SpotifyError(f"spotify: HTTP {exc.http_status} from {where}", exc.http_status) from None
+        except RetryAfterTooLong as exc:
+            raise self._too_long(exc) from None
         except Exception as exc:  # spotipy raises plain errors for bad credentials and dead connections
             if "invalid_client" in str(exc):
                 raise SpotifyError("spotify: the client id or secret was refused (invalid_client)") from None
             raise SpotifyError(f"spotify: {type(exc).__name__}: {first_line(exc)}") from None
+
+    def _too_long(self, exc: RetryAfterTooLong) -> SpotifyError:
+        """One line for a ``Retry-After`` past ``spotify.max_wait_s``: when to try again."""
+        until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=exc.seconds)
+        return SpotifyError(f"spotify: rate limited: HTTP {exc.status} from {exc.path} asks to wait "
+                            f"{exc.seconds:.0f} s (Retry-After), more than spotify.max_wait_s "
+                            f"({self.config.max_wait_s:g} s); try again after {until:%Y-%m-%d %H:%M} UTC",
+                            exc.status)
 
     def _pages(self, page: dict[str, Any] | None, key: str | None = None) -> Iterator[dict[str, Any]]:
         while page:
@@ -153,11 +220,25 @@ class SpotifyCrawler:
 
     # ------------------------------------------------------------------ artists
     def search_slice(self, query: str) -> tuple[int, list[list[str]]]:
-        """``(total, [[artist id, name], ...])`` of one artist search, paged as far as the service goes."""
-        first = self._call(self.sp.search, q=query, type="artist", limit=self.config.page_size, offset=0,
-                           market=self.config.market)
-        total = first["artists"]["total"]
-        return total, [[a["id"], a["name"]] for a in self._pages(first, "artists")]
+        """``(total, [[artist id, name], ...])`` of one artist search, paged up to ``spotify.offset_cap``.
+
+        Paged by offset, not by following ``next``: the service links to a page at the cap and
+        answers it with HTTP 400. No request reaches past the cap (``offset + limit <= cap``);
+        a ``total`` above what was reached tells the caller to split the slice.
+        """
+        cap, size = self.config.offset_cap, self.config.page_size
+        total, offset = 0, 0
+        artists: list[list[str]] = []
+        while offset < cap:
+            page = self._call(self.sp.search, q=query, type="artist", limit=min(size, cap - offset), offset=offset,
+                              market=self.config.market)["artists"]
+            total = page["total"]
+            items = [a for a in page.get("items") or [] if a]
+            artists += [[a["id"], a["name"]] for a in items]
+            if not page.get("next") or not items:
+                break
+            offset = page["offset"] + page["limit"]   # where ``next`` points
+        return total, artists
 
     def genre_artists(self, genre: str, done: dict[str, tuple[int, list[list[str]]]] | None = None,
                       on_slice: Callable[[str, int, list[list[str]]], None] | None = None) -> dict[str, str]:

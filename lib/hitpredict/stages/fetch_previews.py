@@ -13,6 +13,12 @@ failure with runs left goes to ``fetch_attempts`` and is retried by the next run
 A signed preview URL that expired between ingest and fetch (Deezer's last hours) is
 looked up again inside the task (``fetch.refresh_expired``, with ``resolve.services``):
 ``previews.url`` is the URL that was fetched, the catalogue keeps the one it was given.
+
+Local ``audio_uri`` files are read only under the allowed roots: ``ingest.allow_roots`` when
+set, else the folders recorded in ``audio_roots`` by the ingests that used the default (the
+catalogue file's folder). A mistake in the local setup (see
+:class:`~hitpredict.fetch.FetchSetupError`) stops the run before it marks any row: it is
+checked on the driver first, and a task that still meets one fails, so its chunk commits nothing.
 """
 from __future__ import annotations
 
@@ -21,14 +27,14 @@ import logging
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
 
 from hitpredict.config import Config, FetchConfig, ResolveConfig
-from hitpredict.fetch import Fetcher, FetchItem, FetchResult, Refresh, Refreshed
-from hitpredict.lake import Lake
+from hitpredict.fetch import SETUP_ERROR, Fetcher, FetchItem, FetchResult, FetchSetupError, Refresh, Refreshed
+from hitpredict.lake import Lake, LakeWriteError
 from hitpredict.schemas import PREVIEWS
 from hitpredict.signed_urls import is_expired, signed_url_expiry
 from hitpredict.sources.api_client import ApiClient
@@ -71,26 +77,37 @@ class FetchTask:
     """The executor side: a picklable ``mapInArrow`` function; one Fetcher (and, to refresh expired
     signed URLs, one look-up client) per task."""
 
-    def __init__(self, config: FetchConfig, resolve: ResolveConfig | None = None, out_rows: int = 32) -> None:
+    def __init__(self, config: FetchConfig, resolve: ResolveConfig | None = None, out_rows: int = 32,
+                 local_roots: Sequence[str] = ()) -> None:
         self.config = config
         self.resolve = resolve
         self.out_rows = out_rows
+        self.local_roots = tuple(local_roots)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         runs: dict[str, int] = {}
         queries: dict[str, TrackQuery] = {}
+        seen: set[str] = set()
 
         def items() -> Iterator[FetchItem]:
             for batch in batches:
                 for row in batch.to_pylist():
-                    runs[row["track_id"]] = int(row["runs"]) + 1
+                    track_id = row.get("track_id")
+                    if not track_id or track_id in seen:   # one result per track: a repeat is fetched once
+                        log.warning("fetch task: skipping a %s row (track %r)",
+                                    "repeated" if track_id else "track-id-less", track_id)
+                        continue
+                    seen.add(track_id)
+                    runs[track_id] = int(row.get("runs") or 0) + 1
                     if self.resolve is not None:   # the refresh hook's look-up of this track, should it need one
-                        queries[row["track_id"]] = TrackQuery(row["track_id"], row["title"], row["primary_artist"],
-                                                              row["isrc"])
-                    yield FetchItem(row["track_id"], row["preview_url"], row["audio_uri"])
+                        queries[track_id] = TrackQuery(track_id, row.get("title"), row.get("primary_artist"),
+                                                       row.get("isrc"))
+                    yield FetchItem(track_id, row.get("preview_url"), row.get("audio_uri"))
 
         def as_row(result: FetchResult) -> dict[str, Any]:
-            run = runs.pop(result.track_id)
+            if result.error_kind == SETUP_ERROR:   # not the track's failure: fail the task, mark nothing
+                raise FetchSetupError(result.error_detail or "fetch setup error")
+            run = runs.pop(result.track_id, 1)
             return {
                 "track_id": result.track_id, "url": result.url, "audio": result.audio,
                 "content_type": result.content_type, "size_bytes": result.size_bytes, "sha256": result.sha256,
@@ -104,7 +121,8 @@ class FetchTask:
             if self.resolve is not None:
                 client = stack.enter_context(ApiClient(self.resolve))
                 refresh = refresh_by_lookup(PreviewLookup(self.resolve, client), queries)
-            fetcher = stack.enter_context(Fetcher(self.config, refresh=refresh))
+            fetcher = stack.enter_context(Fetcher(self.config, refresh=refresh, local_roots=self.local_roots))
+            fetcher.check_setup()
             yield from record_batches(map(as_row, fetcher.fetch_all(items())), RESULT_SCHEMA, self.out_rows)
 
 
@@ -113,9 +131,30 @@ def pending_tracks(lake: Lake) -> pd.DataFrame:
     catalogue = lake.read_columns("catalogue", PENDING_COLUMNS).to_pandas()
     settled = set(lake.read_columns("previews", ["track_id"]).column("track_id").to_pylist())
     spent = Counter(lake.read_columns("fetch_attempts", ["track_id"]).column("track_id").to_pylist())
-    todo = catalogue[~catalogue["track_id"].isin(settled)].copy()
+    todo = catalogue[~catalogue["track_id"].isin(settled)].drop_duplicates("track_id").copy()
     todo["runs"] = [spent.get(t, 0) for t in todo["track_id"]]
     return todo.sort_values("track_id").reset_index(drop=True)
+
+
+def local_roots(config: Config, lake: Lake) -> list[str]:
+    """Folders local audio may be read from: ``ingest.allow_roots``, else those ingest recorded."""
+    if config.ingest.allow_roots:
+        return list(config.ingest.allow_roots)
+    return sorted(set(lake.read_columns("audio_roots", ["root"]).column("root").to_pylist()))
+
+
+def setup_error_in(exc: BaseException) -> str | None:
+    """The FetchSetupError message a failed fetch job carries (from its Spark task), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for line in str(exc).splitlines():
+            if "FetchSetupError: " in line:
+                return line.split("FetchSetupError: ", 1)[1].strip()
+        if isinstance(exc, FetchSetupError):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 def signed_url_summary(todo: pd.DataFrame, lake: Lake, started: dt.datetime, margin_s: float) -> str | None:
@@ -146,6 +185,10 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
     report.rows_in = len(todo)
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    with Fetcher(cfg) as probe:   # the local setup, before any row is marked
+        probe.check_setup()
+    roots = local_roots(config, lake)
+
     parallelism = spark.sparkContext.defaultParallelism
     for table in TABLES:
         lake.ensure(table)
@@ -154,9 +197,16 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
         keys = spark.createDataFrame(chunk[PENDING_COLUMNS + ["runs"]], PENDING_SCHEMA)
         if keys.rdd.getNumPartitions() < min(len(chunk), parallelism):
             keys = keys.repartition(min(len(chunk), parallelism))
-        lake.append_routed(keys, "table", TABLES, {"hitpredict.stage": "fetch_previews"},
-                           transform=FetchTask(cfg, config.resolve if cfg.refresh_expired else None),
-                           transform_schema=from_arrow_schema(RESULT_SCHEMA))
+        try:
+            lake.append_routed(keys, "table", TABLES, {"hitpredict.stage": "fetch_previews"},
+                               transform=FetchTask(cfg, config.resolve if cfg.refresh_expired else None,
+                                                   local_roots=roots),
+                               transform_schema=from_arrow_schema(RESULT_SCHEMA))
+        except LakeWriteError as exc:
+            setup = setup_error_in(exc)
+            if setup is not None:
+                raise FetchSetupError(f"fetch_previews stopped, nothing marked in this chunk: {setup}") from exc
+            raise
         log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
                  time.monotonic() - started)
     report.add_outcomes(outcomes_since(lake, "previews", "fetched_at", since))

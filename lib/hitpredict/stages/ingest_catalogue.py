@@ -4,9 +4,15 @@ Rows with no audio get a preview from Deezer or iTunes (``resolve.services``) be
 are validated: always for the spotify source, for CSV/Parquet when ``ingest.resolve_missing``
 is set, and with one service for the deezer / itunes sources. Deezer's rank fills a
 popularity the source did not give, named ``deezer_rank``.
+
+A row whose local ``audio_uri`` lies outside the allowed roots is rejected
+(``audio_outside_roots``): ``ingest.allow_roots``, or by default the catalogue file's folder
+(a folder source: the folder), which is recorded in ``audio_roots`` for fetch_previews.
+A relative ``audio_uri`` is read from the catalogue file's folder.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -15,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 
+from hitpredict.audio_paths import local_path, real_roots
 from hitpredict.config import Config
 from hitpredict.ingest import SourceError, clean_value, normalise_catalogue, normalise_isrc, resolve_columns
 from hitpredict.lake import Lake
@@ -35,6 +42,27 @@ def existing_keys(lake: Lake) -> dict[str, dict[str, str]]:
     """Keys of the tracks already in the catalogue, each mapped to its track id."""
     known = lake.read("catalogue").select(*KEY_COLUMNS).toPandas()
     return {key: dict(zip(known[key].dropna(), known.loc[known[key].notna(), "track_id"])) for key in KEY_COLUMNS}
+
+
+def allowed_roots(config: Config, path: str | None, file_kind: str | None) -> tuple[list[str], bool]:
+    """The folders local audio of this source may lie in, and whether they are the default
+    (the catalogue file's folder; a folder source's own folder; none for a remote source)."""
+    if config.ingest.allow_roots:
+        return list(config.ingest.allow_roots), False
+    if not path or local_path(path) is None:
+        return [], True
+    path = local_path(path) or path
+    return list(real_roots([path if file_kind == "folder" else os.path.dirname(os.path.abspath(path))])), True
+
+
+def record_roots(lake: Lake, roots: list[str], source: str) -> None:
+    """Add ``roots`` not yet in ``audio_roots`` (fetch_previews reads local audio under them)."""
+    known = set(lake.read_columns("audio_roots", ["root"]).column("root").to_pylist())
+    new = [r for r in roots if r not in known]
+    if new:
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = pd.DataFrame({"root": new, "source": source, "recorded_at": now})
+        lake.append("audio_roots", lake.frame("audio_roots", rows), {"hitpredict.stage": "ingest_catalogue"})
 
 
 def _source_chunks(config: Config, spark: "SparkSession", path: str, kind: str) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -150,6 +178,11 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
         source = f"{kind}:{os.path.basename(path.rstrip('/')) or path}"
         chunks = _source_chunks(config, spark, path, file_kind)
     report = StageReport("ingest_catalogue", notes=source)
+    roots, default_roots = allowed_roots(config, path if kind != "spotify" else None,
+                                         file_kind if kind != "spotify" else None)
+    base_dir = os.path.dirname(os.path.abspath(local_path(path) or path)) \
+        if kind not in ("spotify", "folder") and path and local_path(path) is not None else None
+    local_audio = False
     known = existing_keys(lake)
     known_rejects = {
         (r.row_number, r.reason)
@@ -168,8 +201,9 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
             looked_up += sum(found.values())
         result = normalise_catalogue(
             raw, columns, source, first_row_number=first, artist_separator=config.ingest.artist_separator,
-            date_formats=config.ingest.date_formats, existing=known,
+            date_formats=config.ingest.date_formats, existing=known, audio_roots=roots, base_dir=base_dir,
         )
+        local_audio = local_audio or any(local_path(u) is not None for u in result.rows["audio_uri"].dropna())
         if tried and not result.rejects.empty:
             result.rejects["reason"] = [
                 f"{reason}; {tried[n]}" if n in tried else reason
@@ -195,6 +229,8 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
             known[key].update(zip(rows[key], rows["track_id"]))
         log.info("ingest %s: %d rows read, %d new tracks, %d rejected", source, report.rows_in, report.ok,
                  report.failed_total)
+    if default_roots and local_audio:
+        record_roots(lake, roots, source)
     if crawl is not None:
         s = crawl.stats
         report.details.append(

@@ -3,7 +3,8 @@
 Each task opens one :class:`~hitpredict.sources.api_client.ApiClient` (one HTTP session, at
 most ``resolve.per_host_concurrency`` calls in flight per host) and resolves its tracks on
 that many threads. The driver gets one row per track: the answer of the last service tried,
-and what every service said.
+and what every service said. ``resolve.itunes_calls_per_minute`` is the whole run's rate:
+each of the run's tasks keeps to its share (:func:`task_config`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def tried_text(answers: list[Resolution]) -> str:
     return "; ".join(parts)
 
 
+def task_config(config: ResolveConfig, tasks: int) -> ResolveConfig:
+    """``config`` for one of ``tasks`` tasks calling at once: the per-host rates divided among them."""
+    if tasks <= 1 or not config.itunes_calls_per_minute:
+        return config
+    return config.model_copy(update={"itunes_calls_per_minute": config.itunes_calls_per_minute / tasks})
+
+
 def _task(config: ResolveConfig) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     def task(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with ApiClient(config) as client:
@@ -58,10 +66,10 @@ def resolve_previews(spark: "SparkSession", config: ResolveConfig, queries: pd.D
     """One answer row per query (columns ``ANSWER_COLUMNS``) for ``queries`` (``QUERY_COLUMNS``)."""
     if queries.empty:
         return pd.DataFrame(columns=ANSWER_COLUMNS)
-    parallelism = spark.sparkContext.defaultParallelism
+    tasks = min(len(queries), spark.sparkContext.defaultParallelism)
     frame = spark.createDataFrame(queries[QUERY_COLUMNS].astype(object).where(queries[QUERY_COLUMNS].notna(), None),
                                   "key string, title string, artist string, isrc string")
-    answers = frame.repartition(min(len(queries), parallelism)).mapInPandas(_task(config), ANSWER_SCHEMA).toPandas()
+    answers = frame.repartition(tasks).mapInPandas(_task(task_config(config, tasks)), ANSWER_SCHEMA).toPandas()
     log.info("resolve: %d track(s) looked up on %s: %s", len(queries), ", ".join(config.services),
              answers.groupby(["service", "status"]).size().to_dict())
     return answers

@@ -64,3 +64,16 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, body: object, header
         handler.send_header(key, value)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def send_bytes(handler: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str | None = None,
+               headers: dict[str, str] | None = None) -> None:
+    """Answer ``handler``'s request with ``data`` exactly as given (a recorded body, or an empty one)."""
+    handler.send_response(status)
+    if content_type:
+        handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)

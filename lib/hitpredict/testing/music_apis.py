@@ -1,9 +1,11 @@
 """A loopback fake of the Deezer and iTunes public APIs, with the documented JSON shapes.
 
 Deezer (under ``/deezer``): ``GET /track/isrc:{ISRC}`` returns a track object (``id``,
-``title``, ``isrc``, ``rank``, ``preview``, ``artist: {id, name}``) or, with HTTP 200,
-``{"error": {"type": "DataException", "message": "no data", "code": 800}}``;
-``GET /search?q=artist:"X" track:"Y"`` returns ``{"data": [...], "total": N}``.
+``title``, ``isrc``, ``rank``, ``preview``, ``artist: {id, name}``) or, with HTTP 200, the
+recorded ``{"error":{"type":"DataException","message":"no data","code":800}}``;
+``GET /search?q=artist:"X" track:"Y"`` returns ``{"data": [...], "total": N}``; an unknown
+path is HTTP 404 ``{"error":"Not Found"}`` as recorded. Error bodies are the real ones, byte
+for byte (:mod:`hitpredict.testing.recorded_answers`).
 iTunes (under ``/itunes``): ``GET /lookup?isrc=`` and ``GET /search?term=&entity=song``
 return ``{"resultCount": N, "results": [{"wrapperType": "track", "kind": "song", "trackId",
 "trackName", "artistName", "previewUrl", ...}]}``.
@@ -13,9 +15,13 @@ return ``{"resultCount": N, "results": [{"wrapperType": "track", "kind": "song",
 :class:`~hitpredict.testing.preview_server.PreviewServer` refuses them with 403 once expired.
 
 Faults: ``fail_next(service, statuses, retry_after)`` answers the next requests to a service
-with those HTTP statuses (429 with ``Retry-After``); ``quota_next(n)`` answers the next n
-Deezer requests with its in-band quota error (code 4). ``latency_s`` delays every answer,
-and ``max_in_flight`` records the most concurrent requests seen per service.
+with those HTTP statuses (429 with ``Retry-After``; a 403 from iTunes has an empty body, as
+Apple's throttle does); ``deezer_error_next(body, n)`` answers the next n Deezer requests with
+HTTP 200 and an in-band error body (``quota_next(n)``: the quota error, code 4).
+``itunes_limit=(calls, window_s)`` throttles iTunes like Apple (about 20 calls a minute): a
+call past ``calls`` in the last ``window_s`` seconds gets 403 with an empty body, counted in
+``throttled``. ``latency_s`` delays every answer, and ``max_in_flight`` records the most
+concurrent requests seen per service.
 """
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from hitpredict.testing.loopback import LoopbackServer, send_json
+from hitpredict.testing.loopback import LoopbackServer, send_bytes, send_json
+from hitpredict.testing.recorded_answers import (DEEZER_NO_DATA, DEEZER_QUOTA, DEEZER_UNKNOWN_PATH,
+                                                 ITUNES_THROTTLED_BODY, ITUNES_THROTTLED_STATUS)
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,16 @@ class FakeTrack:
 
 
 _QUERY = re.compile(r'(artist|track):"([^"]*)"')
+JSON = "application/json; charset=utf-8"
 
 
 class MusicApiServer(LoopbackServer):
     def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0,
-                 preview_lifetime_s: float | None = None) -> None:
+                 preview_lifetime_s: float | None = None, itunes_limit: tuple[int, float] | None = None) -> None:
         self.tracks = tracks
+        self.itunes_limit = itunes_limit
+        self.throttled = 0
+        self._itunes_calls: deque = deque()   # monotonic times of the iTunes calls answered
         self.latency_s = latency_s
         self.preview_lifetime_s = preview_lifetime_s
         self.requests: Counter = Counter()
@@ -66,9 +78,27 @@ class MusicApiServer(LoopbackServer):
         with self._lock:
             self._faults[service].extend(("status", s, retry_after) for s in statuses)
 
-    def quota_next(self, n: int) -> None:
+    def deezer_error_next(self, body: str, n: int = 1) -> None:
+        """Answer the next ``n`` Deezer requests with HTTP 200 and ``body`` (a recorded in-band error)."""
         with self._lock:
-            self._faults["deezer"].extend(("quota", 200, None) for _ in range(n))
+            self._faults["deezer"].extend(("in_band", 200, body) for _ in range(n))
+
+    def quota_next(self, n: int) -> None:
+        self.deezer_error_next(DEEZER_QUOTA, n)
+
+    def _over_itunes_limit(self) -> bool:
+        """Whether this iTunes call is past ``itunes_limit`` (call under the lock)."""
+        if self.itunes_limit is None:
+            return False
+        calls, window_s = self.itunes_limit
+        now = time.monotonic()
+        while self._itunes_calls and self._itunes_calls[0] <= now - window_s:
+            self._itunes_calls.popleft()
+        if len(self._itunes_calls) >= calls:
+            self.throttled += 1
+            return True
+        self._itunes_calls.append(now)
+        return False
 
     # ------------------------------------------------------------------ answers
     def _signed(self, url: str) -> str:
@@ -88,7 +118,7 @@ class MusicApiServer(LoopbackServer):
         return {"wrapperType": "track", "kind": "song", "trackId": t.id, "trackName": t.title,
                 "artistName": t.artist, "previewUrl": t.preview, "trackTimeMillis": 180000, "country": "USA"}
 
-    def _answer(self, service: str, path: str, query: dict[str, list[str]]) -> dict | None:
+    def _answer(self, service: str, path: str, query: dict[str, list[str]]) -> dict | str | None:
         if service == "deezer":
             tracks = [t for t in self.tracks if t.on_deezer]
             if path.startswith("/track/isrc:"):
@@ -96,7 +126,7 @@ class MusicApiServer(LoopbackServer):
                 for t in tracks:
                     if t.isrc == isrc and t.isrc_known:
                         return self._deezer_track(t)
-                return {"error": {"type": "DataException", "message": "no data", "code": 800}}
+                return DEEZER_NO_DATA
             if path == "/search":
                 wanted = dict(_QUERY.findall(query.get("q", [""])[0]))
                 limit = int(query.get("limit", ["25"])[0])
@@ -138,20 +168,27 @@ class MusicApiServer(LoopbackServer):
                     server._in_flight[service] += 1
                     server.max_in_flight[service] = max(server.max_in_flight[service], server._in_flight[service])
                     fault = server._faults.get(service, deque()).popleft() if server._faults.get(service) else None
+                    if fault is None and service == "itunes" and server._over_itunes_limit():
+                        fault = ("status", ITUNES_THROTTLED_STATUS, None)
                 try:
                     if server.latency_s:
                         time.sleep(server.latency_s)
                     headers = {}
                     if fault and fault[0] == "status":
+                        if service == "itunes" and fault[1] == ITUNES_THROTTLED_STATUS:
+                            return send_bytes(self, fault[1], ITUNES_THROTTLED_BODY)
                         status, body = fault[1], {"error": f"HTTP {fault[1]}"}
                         if fault[2] is not None:
                             headers["Retry-After"] = str(fault[2])
                     elif fault:
-                        status, body = 200, {"error": {"type": "Exception", "message": "Quota limit exceeded",
-                                                       "code": 4}}
+                        return send_bytes(self, 200, fault[2].encode(), JSON)
                     else:
                         body = server._answer(service, "/" + rest, parse_qs(parts.query))
-                        status, body = (200, body) if body is not None else (404, {"error": "not found"})
+                        if body is None:
+                            return send_bytes(self, 404, DEEZER_UNKNOWN_PATH.encode(), JSON)
+                        if isinstance(body, str):    # a recorded body
+                            return send_bytes(self, 200, body.encode(), JSON)
+                        status = 200
                     send_json(self, status, body, headers)
                 finally:
                     with server._lock:

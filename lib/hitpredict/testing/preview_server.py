@@ -17,6 +17,9 @@ Faults (``Fault.kind``):
 ``oversize``    200 ``audio/mpeg`` with ``size`` bytes (declared, or chunked if ``declare_length`` is false)
 ``redirect``    ``status`` 302 (or 301/307/308) to ``location`` (a URL or a path on this server)
 ``reset``       close the connection without answering
+``gzip``        200 with the file gzip-encoded (``Content-Encoding: gzip``), whatever the request
+                accepts; ``Content-Length`` is the encoded size (chunked if ``declare_length`` is false)
+``gzip_bomb``   200 gzip-encoded ``audio/mpeg`` that inflates to ``size`` bytes (about 1/1000 of that on the wire)
 
 A signed URL (``?hdnea=exp=<unix>~...``, as Deezer's CDN signs) past its expiry is
 answered 403, as the real CDN does.
@@ -27,6 +30,9 @@ the path is served normally: that is how transient faults are made.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import gzip
+import io
 import logging
 import mimetypes
 import socket
@@ -44,7 +50,8 @@ from hitpredict.testing.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal["status", "retry_after", "slow", "truncate", "html", "oversize", "redirect", "reset"]
+FaultKind = Literal["status", "retry_after", "slow", "truncate", "html", "oversize", "redirect", "reset",
+                    "gzip", "gzip_bomb"]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 AUDIO_TYPES = {".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".aac": "audio/aac", ".ogg": "audio/ogg",
@@ -94,6 +101,8 @@ class PreviewServer(LoopbackServer):
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
         self.hits: Counter[str] = Counter()
+        #: The ``Host`` header of every request, in order (what name the client asked for).
+        self.host_headers: list[str] = []
         super().__init__(_handler_for(self), host, port)
 
     def url(self, name: str) -> str:
@@ -162,6 +171,7 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
 
         def _respond(self, body: bool) -> None:
             name = unquote(urlsplit(self.path).path).lstrip("/")
+            server.host_headers.append(self.headers.get("Host", ""))
             _, fault = server._take(name)
             if server.latency_s:
                 time.sleep(server.latency_s)
@@ -210,6 +220,29 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             elif fault.kind == "oversize":
                 self._oversize(data or b"\xff\xfb\x90\x00" + bytes(413), fault, body)
+            elif fault.kind == "gzip":
+                self._gzipped(gzip.compress(data), fault.declare_length, body)
+            elif fault.kind == "gzip_bomb":
+                self._gzipped(gzip_bomb(fault.size), fault.declare_length, body)
+
+        def _gzipped(self, encoded: bytes, declare_length: bool, body: bool) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Encoding", "gzip")
+            if declare_length:
+                self.send_header("Content-Length", str(len(encoded)))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if not body:
+                return
+            if declare_length:
+                self.wfile.write(encoded)
+            else:
+                for start in range(0, len(encoded), 4096):
+                    piece = encoded[start:start + 4096]
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
 
         def _stream(self, data: bytes, body: bool, pause: float, pieces: int) -> None:
             self.send_response(200)
@@ -247,6 +280,20 @@ def _handler_for(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"0\r\n\r\n")
 
     return Handler
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(size: int) -> bytes:
+    """gzip of an MPEG frame header followed by zeros, ``size`` bytes once inflated."""
+    head = b"\xff\xfb\x90\x00"
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as packer:
+        packer.write(head)
+        block, left = bytes(1 << 20), size - len(head)
+        while left > 0:
+            packer.write(block[:min(left, len(block))])
+            left -= len(block)
+    return out.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:

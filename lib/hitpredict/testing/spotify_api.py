@@ -6,14 +6,19 @@ access token expired``), which is how a token expiring mid-crawl is made. Under 
 ``GET /search?type=artist&q=genre:"X" year:Y [p*]`` (artists whose name has a word starting
 with ``p``), ``/artists/{id}/albums``, ``/albums/{id}/tracks`` (simplified tracks),
 ``/tracks/{id}`` and ``/tracks?ids=`` (full tracks). Lists are paging objects (``href``,
-``items``, ``limit``, ``next``, ``offset``, ``previous``, ``total``); search refuses
-``offset + limit`` past ``offset_cap`` and ``limit`` over ``max_limit`` with 400, as the
-service does.
+``items``, ``limit``, ``next``, ``offset``, ``previous``, ``total``) whose ``next`` is there
+while ``offset + limit < total``, also when it points at or past the search's ``offset_cap``
+(the real service hands out that link and then refuses it). Search refuses an offset at or
+past the cap (or ``offset + limit`` past it), and search and artist albums refuse ``limit``
+over ``max_limit`` (10 since 2026), with 400 and the recorded error bodies
+(:mod:`hitpredict.testing.recorded_answers`); ``search_requests`` records every search's
+``(offset, limit)``.
 
 ``restricted=True`` answers like a Development-Mode app since 2026: no ``popularity``, no
 ``preview_url`` and no batch ``/tracks?ids=`` (403). ``fail_next(n, retry_after)`` answers
 the next n API calls with 429; ``down_after(n)`` answers every call after the next n with 503
-until ``up()`` (an outage mid-crawl). Also ``/artists/{id}``, ``search?type=artist&q=artist:"X"``
+until ``up()`` (an outage mid-crawl), or with 429 and ``Retry-After: retry_after`` when given
+one (the service has sent hours). Also ``/artists/{id}``, ``search?type=artist&q=artist:"X"``
 and ``/playlists/{id}/items`` (``playlists``: id -> track ids; ``unreadable_playlists``
 answer 403, as a Development-Mode app's view of other users' playlists).
 """
@@ -29,6 +34,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from hitpredict.testing.loopback import LoopbackServer, send_json
+from hitpredict.testing.recorded_answers import SPOTIFY_INVALID_CLIENT, SPOTIFY_INVALID_LIMIT, SPOTIFY_INVALID_OFFSET
 
 
 @dataclass
@@ -72,6 +78,8 @@ class SpotifyApiServer(LoopbackServer):
         self.playlists = playlists or {}
         self.unreadable_playlists = unreadable_playlists or set()   # exist, but 403 for this app
         self._ok_left: int | None = None
+        self._down_fault: tuple[int, float] = (503, 0)
+        self.search_requests: list[tuple[int, int]] = []   # (offset, limit) of every search
         self.credentials = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self.max_limit, self.offset_cap = max_limit, offset_cap
         self.token_uses, self.restricted = token_uses, restricted
@@ -87,10 +95,12 @@ class SpotifyApiServer(LoopbackServer):
         with self._lock:
             self._fail.extend([(429, retry_after)] * n)
 
-    def down_after(self, n: int) -> None:
-        """Answer 503 to every API call after the next ``n``, until :meth:`up`."""
+    def down_after(self, n: int, retry_after: float | None = None) -> None:
+        """Answer 503 (or 429 with ``Retry-After: retry_after``) to every API call after the next ``n``,
+        until :meth:`up`."""
         with self._lock:
             self._ok_left = n
+            self._down_fault = (503, 0) if retry_after is None else (429, retry_after)
 
     def up(self) -> None:
         with self._lock:
@@ -106,7 +116,8 @@ class SpotifyApiServer(LoopbackServer):
     def _album(self, a: FakeAlbum, artist: FakeArtist) -> dict:
         precision = {4: "year", 7: "month"}.get(len(a.release_date), "day")
         return {"id": a.id, "name": a.name, "release_date": a.release_date, "release_date_precision": precision,
-                "album_type": "album", "artists": [{"id": artist.id, "name": artist.name}], "type": "album"}
+                "album_type": "album", "album_group": "album", "total_tracks": len(a.tracks),
+                "artists": [{"id": artist.id, "name": artist.name}], "type": "album", "uri": f"spotify:album:{a.id}"}
 
     def _track(self, t: FakeSpotifyTrack, album: FakeAlbum, artist: FakeArtist, full: bool) -> dict:
         out = {"id": t.id, "name": t.name, "artists": [{"id": artist.id, "name": artist.name}], "type": "track",
@@ -131,10 +142,12 @@ class SpotifyApiServer(LoopbackServer):
     def _api(self, path: str, query: dict[str, str]) -> tuple[int, dict]:
         limit, offset = int(query.get("limit", 20)), int(query.get("offset", 0))
         if path == "/search":
+            with self._lock:
+                self.search_requests.append((offset, limit))
             if limit > self.max_limit:
-                return 400, {"error": {"status": 400, "message": f"Invalid limit (max {self.max_limit})"}}
-            if offset + limit > self.offset_cap:
-                return 400, {"error": {"status": 400, "message": "Invalid offset"}}
+                return 400, SPOTIFY_INVALID_LIMIT
+            if offset >= self.offset_cap or offset + limit > self.offset_cap:
+                return 400, SPOTIFY_INVALID_OFFSET
             q = query.get("q", "")
             named = _ARTIST.search(q)
             if named:
@@ -145,10 +158,9 @@ class SpotifyApiServer(LoopbackServer):
                      and (not year or a.year == int(year.group(1)))
                      and (not prefix or any(w.lower().startswith(prefix.group(1).lower()) for w in a.name.split()))]
             found.sort(key=lambda a: a.id)
-            page = self._page(path, {"q": q, "type": "artist"}, [self._artist(a) for a in found], limit, offset)
-            if page["next"] and offset + 2 * limit > self.offset_cap:
-                page["next"] = None   # the service stops handing out pages at the cap
-            return 200, {"artists": page}
+            # ``next`` follows ``total`` even past the cap: the service hands out that link, then refuses it
+            return 200, {"artists": self._page(path, {"q": q, "type": "artist"}, [self._artist(a) for a in found],
+                                               limit, offset)}
         parts = path.strip("/").split("/")
         if parts[0] == "artists" and len(parts) == 2:
             artist = next((a for a in self.artists if a.id == parts[1]), None)
@@ -167,6 +179,8 @@ class SpotifyApiServer(LoopbackServer):
             artist = next((a for a in self.artists if a.id == parts[1]), None)
             if artist is None:
                 return 404, {"error": {"status": 404, "message": "Resource not found"}}
+            if limit > self.max_limit:
+                return 400, SPOTIFY_INVALID_LIMIT
             return 200, self._page(path, {}, [self._album(al, artist) for al in artist.albums], limit, offset)
         if parts[0] == "albums" and len(parts) == 3 and parts[2] == "tracks":
             artist, album = self.albums[parts[1]]
@@ -201,7 +215,7 @@ class SpotifyApiServer(LoopbackServer):
                     server.calls["token"] += 1
                 if self.headers.get("Authorization") != f"Basic {server.credentials}" \
                         or body.get("grant_type") != ["client_credentials"]:
-                    return self._send(400, {"error": "invalid_client", "error_description": "Invalid client"})
+                    return self._send(400, SPOTIFY_INVALID_CLIENT)
                 token = uuid.uuid4().hex
                 with server._lock:
                     server.tokens[token] = server.token_uses
@@ -215,7 +229,7 @@ class SpotifyApiServer(LoopbackServer):
                     fault = server._fail.pop(0) if server._fail else None
                     if server._ok_left is not None:
                         if server._ok_left <= 0:
-                            fault = (503, 0)
+                            fault = server._down_fault
                         server._ok_left -= 1
                     left = server.tokens.get(token)
                     if left is not None and left > 0 and not fault:

@@ -13,12 +13,15 @@ from typing import Any
 from hitpredict.keras_compat import use_legacy_keras
 from hitpredict.train.plan import Augmentation, Normalisation
 
+# Once, at import: these functions run while tf.data traces them, where touching os.environ
+# has no business (AutoGraph once printed the whole environment trying to convert that call).
+use_legacy_keras()
+
 _MIN_STD = 1e-3
 
 
 def decode_mel(raw: Any, n_mels: int, frames: int) -> Any:
     """float16 bytes, shape (batch,) -> float32 dB, shape (batch, n_mels, frames)."""
-    use_legacy_keras()
     import tensorflow as tf
 
     values = tf.io.decode_raw(raw, tf.float16)

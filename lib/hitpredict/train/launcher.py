@@ -19,10 +19,12 @@ def on_databricks_ml() -> bool:
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of every Horovod process: Keras 2, quiet TensorFlow."""
-    # Petastorm 0.13 calls pyarrow APIs that warn on every reader start: keep the logs readable.
-    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"}
+    """The environment of every Horovod process: Keras 2, and the run's verbosity (quiet TensorFlow,
+    AutoGraph, MLflow and Python warnings by default: Petastorm 0.13 calls pyarrow APIs that warn
+    on every reader start)."""
+    from hitpredict.logs import child_environment, verbosity
+
+    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", **child_environment(verbosity())}
 
 
 # Asked in a fresh interpreter: what horovod.tensorflow itself answers about its build.

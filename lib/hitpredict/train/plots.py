@@ -6,6 +6,12 @@ from typing import Any
 
 import numpy as np
 
+#: Text properties for every string that comes from data (titles, artists, labels): matplotlib
+#: would otherwise read two ``$`` as mathtext (``Ca$h #1`` by ``Ty Dolla $ign`` raises a
+#: ParseException when the figure is drawn) and, under a matplotlibrc with ``text.usetex``,
+#: hand the string to LaTeX.
+PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -67,8 +73,8 @@ def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path) ->
     size = max(4.0, 0.4 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(len(labels)), [str(label) for label in labels], rotation=90, fontsize=7, **PLAIN_TEXT)
+    ax.set_yticks(range(len(labels)), [str(label) for label in labels], fontsize=7, **PLAIN_TEXT)
     for (i, j), n in np.ndenumerate(matrix):
         if n:
             ax.text(j, i, str(n), ha="center", va="center", fontsize=7,

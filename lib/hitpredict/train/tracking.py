@@ -1,13 +1,15 @@
 """MLflow: where runs go, what a training run logs, and the registered model."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hitpredict.config import MlflowConfig
+from hitpredict.logs import verbosity
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,24 @@ def configure(config: MlflowConfig) -> str:
     if config.registry_uri:
         mlflow.set_registry_uri(config.registry_uri)
     return mlflow.get_tracking_uri()
+
+
+@contextlib.contextmanager
+def _mlflow_prints_quiet() -> Iterator[None]:
+    """At verbosity 0, MLflow's own progress lines ("Successfully registered model ...",
+    "Created version ...", written straight to stderr, not through a logger) are hitpredict's to say."""
+    from mlflow.utils import logging_utils
+
+    stream = getattr(logging_utils, "MLFLOW_LOGGING_STREAM", None)
+    if verbosity() > 0 or stream is None:
+        yield
+        return
+    was = stream.enabled
+    stream.enabled = False
+    try:
+        yield
+    finally:
+        stream.enabled = was
 
 
 @dataclass
@@ -65,7 +85,8 @@ def log_run(config: MlflowConfig, run_name: str, params: dict[str, Any], history
         )
     logged = LoggedModel(run_id=run_id, model_uri=info.model_uri)
     if config.register_model:
-        version = mlflow.register_model(info.model_uri, model_name)
+        with _mlflow_prints_quiet():
+            version = mlflow.register_model(info.model_uri, model_name)
         logged.registered_name, logged.version = model_name, str(version.version)
         log.info("registered %s version %s", model_name, version.version)
     return logged

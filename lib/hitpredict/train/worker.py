@@ -41,7 +41,11 @@ def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
 
     import tensorflow as tf
 
-    return batches.map(convert, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    # Plain TensorFlow ops, no Python control flow on tensors: nothing for AutoGraph to convert.
+    # Converting it made AutoGraph walk into hitpredict helpers and warn with the repr of what it
+    # could not convert; one such repr (a bound method of os.environ) printed the whole environment.
+    return batches.map(tf.autograph.experimental.do_not_convert(convert),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
 def _pin_device(hvd: Any, threads: int | None) -> str:
@@ -92,11 +96,16 @@ class _Throughput:
 def train_process(plan: TrainPlan, train_converter: Any, validation_converter: Any) -> dict[str, Any]:
     """Train ``plan`` as one Horovod process; rank 0 returns weights, history and timings."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from hitpredict.logs import configure_worker, quiet_tensorflow
+
+    configure_worker()   # the driver's verbosity, a redacting log handler, before TensorFlow loads
     from hitpredict.keras_compat import horovod_keras, keras
 
     hvd = horovod_keras()
     hvd.init()
     import tensorflow as tf
+
+    quiet_tensorflow()
 
     device = _pin_device(hvd, plan.threads_per_process)
     rank, size = hvd.rank(), hvd.size()
