@@ -19,7 +19,7 @@ setup(
         "pydantic>=2.5",
         "pyyaml>=6",
         "deltalake>=1.0",
-        "requests>=2.31",
+        "requests>=2.32.2",  # the pinned-address adapter (net_guard) needs 2.32.2+
         "soundfile>=0.12",
     ],
     extras_require={

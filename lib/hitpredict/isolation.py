@@ -15,6 +15,7 @@ result (a features row: about 330 KB of float16 mel) comes back pickled.
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -168,6 +169,7 @@ class IsolatedWorker:
 def _child(in_fd: int, out_fd: int, parent: int, fn: Callable[..., Any], memory_bytes: int) -> None:
     """The child's loop: cap memory, then answer one call at a time until told to stop."""
     conn_in, conn_out = Connection(in_fd, writable=False), Connection(out_fd, readable=False)
+    faulthandler.disable()  # a decoder crash is reported by the parent as one row, not as a dump of this stack
     _die_with_parent(parent)
     try:
         _cap_address_space(memory_bytes)
