@@ -10,7 +10,7 @@ from hitpredict.config import load_config
 from hitpredict.sources.api_client import ApiClient, ApiError
 from hitpredict.sources.matching import names_match, normalise_name
 from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery
-from hitpredict.testing.music_apis import FakeTrack, MusicApiServer
+from hitpredict.testing.music_apis import FakeTrack, MusicApiServer, RecordedSleeps as Sleeps, resolve_overrides
 
 TRACKS = [
     FakeTrack(1, "Déjà Vu (feat. Jay-Z)", "Beyoncé", "USSM10603618", "http://cdn.test/dz/1.mp3", rank=912_345),
@@ -21,11 +21,6 @@ TRACKS = [
 ]
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
 @pytest.fixture()
 def server():
     with MusicApiServer(TRACKS) as fake:
@@ -33,9 +28,7 @@ def server():
 
 
 def lookup_for(server, *extra: str, sleep=None):
-    config = load_config(None, [f"resolve.deezer_url={server.base_url}/deezer",
-                                f"resolve.itunes_url={server.base_url}/itunes", "resolve.backoff_base_s=0.01",
-                                *extra], environ={}).resolve
+    config = load_config(None, resolve_overrides(server, *extra), environ={}).resolve
     client = ApiClient(config, sleep=sleep if sleep is not None else Sleeps())
     return PreviewLookup(config, client), client
 

@@ -14,16 +14,11 @@ from hitpredict.config import ConfigError, load_config
 from hitpredict.sources.api_client import ApiClient
 from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery
 from hitpredict.testing import recorded_answers as rec
-from hitpredict.testing.music_apis import FakeTrack, MusicApiServer
+from hitpredict.testing.music_apis import FakeTrack, MusicApiServer, RecordedSleeps as Sleeps, resolve_overrides
 
 TRACKS = [FakeTrack(1, "Amber River", "Kalo Mi", "QZAAA2600001", "http://cdn.test/1.mp3", rank=420_000),
           FakeTrack(2, "Broken Rocket", "Lone Sa", "QZAAA2600002", "http://cdn.test/2.mp3", on_deezer=False)]
 AMBER = TrackQuery("t1", isrc="QZAAA2600001")
-
-
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 @pytest.fixture()
@@ -33,9 +28,7 @@ def server():
 
 
 def lookup_for(server, *extra: str, sleep=None, clock=None) -> tuple[PreviewLookup, Sleeps]:
-    config = load_config(None, [f"resolve.deezer_url={server.base_url}/deezer",
-                                f"resolve.itunes_url={server.base_url}/itunes", "resolve.backoff_base_s=0.01",
-                                *extra], environ={}).resolve
+    config = load_config(None, resolve_overrides(server, *extra), environ={}).resolve
     sleeps = sleep if sleep is not None else Sleeps()
     client = ApiClient(config, sleep=sleeps, **({"clock": clock} if clock else {}))
     return PreviewLookup(config, client), sleeps

@@ -195,3 +195,16 @@ class MusicApiServer(LoopbackServer):
                         server._in_flight[service] -= 1
 
         return Handler
+
+
+class RecordedSleeps(list):
+    """A ``sleep`` for clients under test: records each pause (seconds) instead of taking it."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def resolve_overrides(server: "MusicApiServer", *extra: str) -> list[str]:
+    """``--set`` overrides that point ``resolve`` at ``server`` (Deezer and iTunes), with short backoffs."""
+    return [f"resolve.deezer_url={server.base_url}/deezer", f"resolve.itunes_url={server.base_url}/itunes",
+            "resolve.backoff_base_s=0.01", *extra]
