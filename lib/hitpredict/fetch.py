@@ -552,8 +552,7 @@ class Fetcher:
         if not stat.S_ISREG(before.st_mode):
             raise FetchError("not_a_file", f"{path} is {_file_type(before.st_mode)}, not a regular file")
         cap = self.config.local_cap_bytes
-        if before.st_size > cap:
-            raise FetchError("too_large", f"{before.st_size} bytes > limit {cap}")
+        _check_size(before.st_size, cap)
         # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open; O_NOFOLLOW: nor a symlink.
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -579,9 +578,7 @@ class Fetcher:
             raise FetchSetupError(f"fetch.allow_schemes lists {scheme!r} but its fsspec backend is missing: "
                                   f"{first_line(exc)}") from None
         cap = self.config.local_cap_bytes
-        size = fs.size(path)
-        if size is not None and size > cap:
-            raise FetchError("too_large", f"{size} bytes > limit {cap}")
+        _check_size(fs.size(path), cap)
         with fs.open(path, "rb") as handle:
             return _read_capped(handle.read, cap, deadline, self.config.total_timeout_s)
 
@@ -592,6 +589,12 @@ def _file_type(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def _check_size(size: int | None, cap: int) -> None:
+    """``too_large`` when a file's known size (bytes; ``None``: unknown) is over ``cap``, before reading it."""
+    if size is not None and size > cap:
+        raise FetchError("too_large", f"{size} bytes > limit {cap}")
 
 
 def _read_capped(read: Callable[[int], bytes], cap: int, deadline: float, timeout_s: float) -> bytes:
