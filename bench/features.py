@@ -20,17 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from hitpredict.keras_compat import ensure_keras2
 
+ensure_keras2()   # before TensorFlow loads, here and in the Spark workers this process starts
+
+from hitpredict.audio_params import AudioParams  # noqa: E402
 from hitpredict.config import load_config  # noqa: E402
-from hitpredict.features import MelParams  # noqa: E402
 from hitpredict.stages.extract_features import FeatureTask  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
 
@@ -46,7 +47,7 @@ def reference_loop(paths: list[str]) -> float:
     return time.process_time() - started
 
 
-def hitpredict_path(paths: list[str], params: MelParams) -> float:
+def hitpredict_path(paths: list[str], params: AudioParams) -> float:
     """extract_features' per-clip work as a Spark task runs it (``FeatureTask.rows``: decoding and
     the mel front end in the task's child process); returns CPU seconds of this process and the child."""
     import resource
@@ -114,7 +115,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.side:  # child process: warm up on two clips, then measure all of them
         paths = json.loads(args.paths)
-        measure = reference_loop if args.side == "reference" else lambda p: hitpredict_path(p, MelParams())
+        measure = reference_loop if args.side == "reference" else lambda p: hitpredict_path(p, AudioParams())
         measure(paths[:2])
         print(measure(paths))
         return

@@ -22,7 +22,9 @@ import tempfile
 import threading
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from hitpredict.keras_compat import ensure_keras2
+
+ensure_keras2()  # before anything imports TensorFlow (Spark workers inherit the environment)
 
 import psutil  # noqa: E402
 
@@ -92,6 +94,7 @@ def peak_for(tracks: int, audio_dir: str, base_url: str, names: list[str]) -> tu
 
 
 def main() -> None:
+    """Run the benchmark (module docstring) and print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=5000)

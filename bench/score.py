@@ -40,10 +40,13 @@ import textwrap
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+from hitpredict.keras_compat import ensure_keras2  # noqa: E402
+
+ensure_keras2()   # before TensorFlow loads, here and in the processes this one starts
+
+from hitpredict.audio_params import AudioParams  # noqa: E402
 from hitpredict.config import ModelRef, load_config  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
 
@@ -61,14 +64,12 @@ def busy_cpu_seconds() -> float:
 def make_bundle(directory: Path, family: str, audio: dict) -> Path:
     """A model bundle of ``family`` at the full input size, weights freshly initialised."""
     from hitpredict.features import SUMMARY_SIZE
-    from hitpredict.keras_compat import use_legacy_keras
     from hitpredict.models import ModelSpec, build_model, input_names
-    from hitpredict.scoring.scorer import mel_params
     from hitpredict.train.bundle import ModelBundle
     from hitpredict.train.plan import Normalisation
 
-    use_legacy_keras()
-    params = mel_params(audio)
+    ensure_keras2()
+    params = AudioParams.from_dict(audio)
     spec = ModelSpec("binary", n_mels=params.n_mels, frames=params.frames, summary_size=SUMMARY_SIZE, n_classes=2,
                      seed=1)
     norm = Normalisation([-40.0] * params.n_mels, [15.0] * params.n_mels, [0.0] * SUMMARY_SIZE, [1.0] * SUMMARY_SIZE)
@@ -81,11 +82,10 @@ def make_bundle(directory: Path, family: str, audio: dict) -> Path:
 
 LOOP = textwrap.dedent('''
     import json, os, sys, time
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
     import librosa
-    from hitpredict.keras_compat import use_legacy_keras
-    use_legacy_keras()
+    from hitpredict.keras_compat import ensure_keras2
+    ensure_keras2()
     from hitpredict.train.bundle import ModelBundle
 
     bundle_dir, paths = sys.argv[1], json.loads(sys.argv[2])
@@ -207,9 +207,9 @@ def main() -> None:
     loop_rate = len(paths) / loop_cpu
     print(f"per-request loop (fresh model per file):    {loop_rate:7.2f} tracks/CPU-s  ({loop_cpu:.1f} CPU-s, "
           f"{loop_wall:.1f} s wall, {len(paths)} files)")
-    from hitpredict.scoring.scorer import mel_params, segment_bounds
+    from hitpredict.scoring.scorer import segment_bounds
 
-    copies = len(segment_bounds(mel_params(base.audio.model_dump()), config.score.segment_seconds))
+    copies = len(segment_bounds(AudioParams.from_config(base.audio), config.score.segment_seconds))
     print(f"explanations ({copies} occluded copies per track, {family} trunk recomputed around each segment) "
           f"cost {explain_cost:.1f} ms CPU per track")
     for name, rate in (("job from stored features", args.tracks / results[True][0]), ("job from raw MP3", job_rate),

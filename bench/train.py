@@ -33,9 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from hitpredict.keras_compat import ensure_keras2
+
+ensure_keras2()   # Keras 2 here and in the in-memory child this script starts
 
 
 def in_memory(plan_path: str, examples_path: str) -> None:

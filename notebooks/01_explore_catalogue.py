@@ -10,7 +10,9 @@
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from hitpredict.keras_compat import ensure_keras2
+
+ensure_keras2()  # Keras 2 for every model this notebook loads, before anything imports TensorFlow
 
 from hitpredict.config import load_config
 from hitpredict.lake import open_lake

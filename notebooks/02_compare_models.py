@@ -12,7 +12,9 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from hitpredict.keras_compat import ensure_keras2
+
+ensure_keras2()  # Keras 2 for every model this notebook loads, before anything imports TensorFlow
 
 import mlflow
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hitpredict.config import ConfigError, dump_config, load_config
+from hitpredict.config import ConfigError, load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHIPPED = sorted(CONF.glob("*.yaml"))
@@ -87,8 +87,10 @@ def test_environment_overrides_and_secrets(tmp_path):
     config = load_config(CONF / "local.yaml", environ=env)
     assert config.fetch.read_timeout_s == 7.5
     assert config.secrets.spotify_client_secret.get_secret_value() == "s3cr3t-value"
-    # The secret never shows in dumps or reprs (what logs and MLflow params see).
-    assert "s3cr3t-value" not in repr(config) and "s3cr3t-value" not in str(dump_config(config))
+    # The secret never shows in dumps or reprs (what logs, dataset records and MLflow params see).
+    for shown in (repr(config), str(config), str(config.model_dump(mode="json", by_alias=True)),
+                  str(config.model_dump()), config.model_dump_json(), repr(config.secrets)):
+        assert "s3cr3t-value" not in shown
     with pytest.raises(ConfigError) as err:
         load_config(CONF / "local.yaml", environ={"HITPREDICT__FETCH__MAX_RETRIES": "-1"})
     assert str(err.value).startswith("$HITPREDICT__FETCH__MAX_RETRIES: fetch.max_retries = -1")
@@ -143,3 +145,36 @@ def test_supported_fetch_setup_loads(tmp_path):
                            "ingest:\n  artist_separator: ' / '\n  allow_roots: [/srv/audio]\n")
     config = load_config(path, environ={})
     assert config.fetch.allow_schemes == ["ftp"] and config.ingest.allow_roots == ["/srv/audio"]
+
+
+# --------------------------------------------------------------------------- issue 13 (one table of targets)
+
+
+def test_targets_and_model_references_follow_their_one_definition():
+    from hitpredict.config import ModelRef
+    from hitpredict.targets import TARGETS
+
+    for name in TARGETS:
+        config = load_config(None, [f"dataset.target={name}", f"demo.models={{{name}: mlp}}"], environ={})
+        assert config.dataset.target == name and config.demo.models == {name: "mlp"}
+    allowed = "'popular', 'popularity', 'artist' or 'region'"
+    with pytest.raises(ConfigError, match=rf"^--set dataset.target=hits: dataset.target = 'hits' is not allowed: "
+                                          rf"Input should be {allowed}$"):
+        load_config(None, ["dataset.target=hits"], environ={})
+    with pytest.raises(ConfigError, match=rf"demo.models.hits.\[key\] = 'hits' is not allowed: "
+                                          rf"Input should be {allowed}"):
+        load_config(None, ["demo.models={hits: mlp}"], environ={})
+    for text in ("hitpredict-popular", "hitpredict-popular/3", "hitpredict-popular@champion", "/models/bundle"):
+        assert str(ModelRef.parse(text)) == text
+    assert ModelRef.parse("hitpredict-popular@champion") == ModelRef(name="hitpredict-popular", version="champion")
+    assert ModelRef.parse("./bundle").path == "bundle"
+
+
+def test_loading_a_config_does_not_load_the_model_package():
+    import subprocess
+    import sys
+
+    code = ("import sys; from hitpredict.config import load_config; load_config(None, environ={}); "
+            "print(sorted(m for m in ('hitpredict.models', 'tensorflow', 'tf_keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,7 +18,7 @@ from hitpredict.config import load_config
 from hitpredict.lake import DeltaRsLake
 from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue
 from hitpredict.synth.music import TrackStyle, render, write_audio
-from hitpredict.testing.preview_server import Fault, PreviewServer
+from hitpredict.preview_server import Fault, PreviewServer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,11 @@ import pytest
 
 from hitpredict.config import load_config
 from hitpredict.dataset import (
-    DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, popular_threshold, split_groups,
+    LABEL_RULES, DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, label_examples,
+    popular_threshold, split_groups,
 )
 from hitpredict.stages import build_dataset
+from hitpredict.targets import TARGETS
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 
@@ -65,6 +67,120 @@ def test_running_moments_merge_equals_one_pass():
     mean, std = left.merge(right).mean_std()
     both = np.vstack([a, b])
     assert np.allclose(mean, both.mean(0), atol=1e-5) and np.allclose(std, both.std(0), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- labelling rules (no Spark)
+
+
+def keys_frame(n_artists=12, per_artist=6, popularity=None, popularity_source=lambda a: "label", region=None):
+    """What build_dataset reads for each track with ok features: catalogue and feature keys."""
+    rng = np.random.default_rng(3)
+    rows = [{"track_id": f"t{a:02d}{k}", "audio_sha256": f"sha-t{a:02d}{k}", "mel_shape": [16, 8],
+             "primary_artist": f"artist{a}",
+             "popularity": popularity(a, k) if popularity else float(rng.uniform(0, 100)),
+             "popularity_source": popularity_source(a), "region": region(a) if region else ["N", "S"][a % 2]}
+            for a in range(n_artists) for k in range(per_artist)]
+    rows[1]["audio_sha256"] = rows[per_artist * 5]["audio_sha256"] = "sha-shared"  # one recording, two artists
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # the lake gives no order
+
+
+def labelled(target, keys=None, **overrides):
+    config = load_config(None, [f"dataset.target={target}"] + [f"dataset.{k}={v}" for k, v in overrides.items()],
+                         environ={}).dataset
+    return label_examples(keys_frame() if keys is None else keys, config, (16, 8))
+
+
+def assert_honest_splits(rows, group="primary_artist"):
+    assert list(rows["track_id"]) == sorted(rows["track_id"])
+    assert set(rows["split"]) == {"train", "validation", "test"}
+    assert rows.groupby(group)["split"].nunique().max() == 1            # a group never spans splits
+    assert rows.groupby("audio_sha256")["split"].nunique().max() == 1    # identical audio together
+
+
+def test_every_target_has_a_labelling_rule():
+    assert set(LABEL_RULES) == set(TARGETS)
+
+
+def test_popular_labels_by_a_threshold_from_the_training_split():
+    rows, meta = labelled("popular")
+    assert_honest_splits(rows)
+    assert len(rows) == 72 and meta["threshold"] == 39.0 and meta["mel_shape"] == [16, 8]
+    assert (rows["label"] == (rows["popularity"] >= 39.0).astype(float)).all()
+    assert (rows["label_name"] == np.where(rows["label"] > 0, "popular", "not_popular")).all()
+    assert meta["label_names"] == ["not_popular", "popular"] and meta["popularity_sources"] == {"label": 72}
+    rows, meta = labelled("popular", popular_threshold="null", popular_quantile=0.5)
+    assert meta["threshold"] == pytest.approx(float(np.quantile(rows.loc[rows["split"] == "train", "popularity"], 0.5)))
+    again, _ = labelled("popular", popular_threshold="null", popular_quantile=0.5)
+    assert again["split"].tolist() == rows["split"].tolist()           # reproducible from the seed
+
+
+def test_popularity_labels_are_the_score_and_sources_are_chosen():
+    keys = keys_frame(popularity_source=lambda a: [None, "label", "deezer_rank"][a % 3])
+    rows, meta = labelled("popularity", keys)
+    assert_honest_splits(rows)
+    assert (rows["label"] == rows["popularity"]).all() and rows["label_name"].isna().all()
+    assert (meta["threshold"], meta["label_names"]) == (None, None)
+    assert meta["popularity_sources"] == {"deezer_rank": 24, "label": 24, "unnamed": 24}
+    rows, meta = labelled("popularity", keys, popularity_sources="[deezer_rank]")
+    assert set(rows["primary_artist"]) == {f"artist{a}" for a in (2, 5, 8, 11)}
+    assert meta["popularity_sources"] == {"deezer_rank": 24}
+
+
+def test_a_popularity_source_no_track_has_is_refused_naming_it():
+    keys = keys_frame(popularity_source=lambda a: [None, "label"][a % 2])
+    with pytest.raises(DatasetError, match=r"^target 'popular': no track with ok features has popularity from "
+                                           r"spotify, itunes \(dataset.popularity_sources\); these have: label 36, "
+                                           r"unnamed 36$"):
+        labelled("popular", keys, popularity_sources="[spotify, itunes]")
+
+
+def test_artist_labels_the_top_artists_and_groups_by_track():
+    keys = keys_frame()
+    more = keys[keys["primary_artist"] == "artist7"].head(4)  # artist7 has 10 tracks, the others 6
+    keys = pd.concat([keys, more.assign(track_id="x" + more["track_id"], audio_sha256="x" + more["audio_sha256"])])
+    rows, meta = labelled("artist", keys, artist_top_n=3)
+    assert_honest_splits(rows, group="track_id")
+    assert rows["primary_artist"].nunique() == 3 and "artist7" in set(rows["primary_artist"])
+    assert meta["label_names"] == sorted(rows["primary_artist"].unique())
+    assert (rows["label"] == rows["primary_artist"].map(meta["label_names"].index).astype(float)).all()
+    assert (rows["label_name"] == rows["primary_artist"]).all() and meta["threshold"] is None
+
+
+def test_region_labels_the_tracks_that_have_one():
+    rows, meta = labelled("region", keys_frame(n_artists=24, region=lambda a: [None, "N", "S"][a % 3]))
+    assert_honest_splits(rows)
+    assert len(rows) == 96 and meta["label_names"] == ["N", "S"] and meta["popularity_sources"] == {}
+    assert (rows["label"] == (rows["region"] == "S").astype(float)).all()
+
+
+def test_a_fifth_target_is_one_row_one_rule(monkeypatch):
+    """What ARCHITECTURE.md promises: a new target (here 'charted', popularity >= 70, an example) is a row of
+    TARGETS and a rule of LABEL_RULES; config validation, the task and labelling then know it."""
+    import hitpredict.dataset as dataset
+    import hitpredict.targets as targets
+    from hitpredict.dataset import Labelled, split_rows
+
+    def label_charted(keys, config):
+        rows = split_rows(keys[keys["popularity"].notna()], config, "region")
+        rows["label"] = (rows["popularity"] >= 70).astype(float)
+        rows["label_name"] = np.where(rows["label"] > 0, "charted", "not_charted")
+        return Labelled(rows, label_names=["not_charted", "charted"])
+
+    with pytest.raises(Exception, match="dataset.target = 'charted' is not allowed"):
+        labelled("charted")
+    monkeypatch.setitem(targets.TARGETS, "charted", targets.Target("charted", "binary", "prob_popular",
+                                                                   explained=True, label_column="popularity"))
+    monkeypatch.setitem(dataset.LABEL_RULES, "charted", label_charted)
+    rows, meta = labelled("charted")
+    assert_honest_splits(rows)
+    assert (rows["label"] == (rows["popularity"] >= 70).astype(float)).all()
+    assert meta["target"] == "charted" and meta["label_names"] == ["not_charted", "charted"]
+    assert targets.target_named("charted").task == "binary"
+
+
+def test_a_target_no_track_qualifies_for_is_refused():
+    with pytest.raises(DatasetError, match=r"^target 'region': no track has both ok features and a region value$"):
+        labelled("region", keys_frame(region=lambda a: None))
 
 
 # --------------------------------------------------------------------------- the stage

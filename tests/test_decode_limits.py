@@ -21,14 +21,15 @@ import pyarrow as pa
 import pytest
 
 from hitpredict.audio import AudioError, DecodeLimits, decode_clip
-from hitpredict.features import MelParams
-from hitpredict.stages.extract_features import FeatureTask, features_row
+from hitpredict.audio_params import AudioParams
+from hitpredict.clip_features import features_row
+from hitpredict.stages.extract_features import FeatureTask
 from hitpredict.synth.music import TrackStyle, render, write_audio
 
 MIB = 1024 * 1024
 #: The issue's bound on a decode's peak memory above the worker's baseline.
 PEAK_LIMIT = 256 * MIB
-PARAMS = MelParams()
+PARAMS = AudioParams()
 
 
 # -- crafted files -------------------------------------------------------------------------------

@@ -1,16 +1,21 @@
-"""The demo's stages on a tiny sample, and the command line's handling of bad config."""
+"""The demo's stages on a tiny sample, the command line's handling of errors (user errors in one
+line, bugs with a traceback), its declared commands, and the Spark session's lifetime."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
 
+import pytest
 from deltalake import DeltaTable
 
+from hitpredict import cli, spark as spark_module
 from hitpredict.cli import main
 from hitpredict.config import SparkConfig, load_config
-from hitpredict.demo import run_demo
-from hitpredict.spark import local_defaults
+from hitpredict.errors import HitpredictError
+from hitpredict.spark import local_defaults, spark_session
+from hitpredict.stages.demo import run_demo
 
 
 def tiny_config(tmp_path):
@@ -56,6 +61,115 @@ def test_cli_reports_a_bad_override_in_one_line_and_exits_2(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "lake.engine = 'parquet' is not allowed" in err
+
+
+def _with_handler(monkeypatch, name, handler):
+    """Make command ``name`` run ``handler`` for the rest of the test."""
+    monkeypatch.setitem(cli.COMMANDS, name, dataclasses.replace(cli.COMMANDS[name], handler=handler))
+
+
+def test_cli_prints_a_user_error_in_one_line_and_exits_2(monkeypatch, capsys):
+    class BadInput(HitpredictError, ValueError):
+        pass
+
+    def fails(config, args):
+        raise BadInput("catalogue.csv row 3: no track_id")
+
+    _with_handler(monkeypatch, "sample", fails)
+    assert main(["sample"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "hitpredict: catalogue.csv row 3: no track_id\n"
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_cli_reports_a_bug_with_its_traceback_and_exits_1(monkeypatch, capsys):
+    def crashes(config, args):
+        raise RuntimeError("unexpected state in the planner")
+
+    _with_handler(monkeypatch, "sample", crashes)
+    assert main(["sample"]) == 1
+    err = capsys.readouterr().err
+    assert "hitpredict sample: this is a bug: please report it with the traceback below" in err
+    assert f"hitpredict {cli.__version__}" in err and "command: sample" in err
+    assert "Traceback (most recent call last):" in err and "in crashes" in err
+    assert err.rstrip().endswith("RuntimeError: unexpected state in the planner")
+
+
+def test_cli_bug_report_shows_no_secret_value(monkeypatch, capsys):
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-5f8a9b1c2d")
+
+    def crashes(config, args):
+        raise RuntimeError("request failed with token tok-5f8a9b1c2d")
+
+    _with_handler(monkeypatch, "sample", crashes)
+    assert main(["sample"]) == 1
+    err = capsys.readouterr().err
+    assert "tok-5f8a9b1c2d" not in err and "request failed with token ***" in err
+
+
+def test_cli_lets_an_interrupt_through(monkeypatch):
+    def interrupted(config, args):
+        raise KeyboardInterrupt
+
+    _with_handler(monkeypatch, "sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["sample"])
+
+
+def test_every_command_is_declared_once_with_its_aliases():
+    parser = cli.build_parser()
+    assert list(cli.COMMANDS) == ["demo", "ingest_catalogue", "fetch_previews", "extract_features", "build_dataset",
+                                  "train_model", "score_catalogue", "score_folder", "score", "report", "sample",
+                                  "tables", "check-stack"]
+    for name, aliases in [("ingest_catalogue", ["ingest-catalogue", "ingest"]), ("fetch_previews", ["fetch-previews"]),
+                          ("score_folder", ["score-folder"]), ("check-stack", [])]:
+        assert list(cli.COMMANDS[name].aliases) == aliases
+        for spelling in (name, *aliases):
+            extra = ["DIR"] if name == "score_folder" else []
+            assert parser.parse_args([spelling, *extra]).command == name
+    with pytest.raises(ValueError, match="declared twice"):
+        cli.command("sample", "again")(lambda config, args: 0)
+
+
+def test_commands_without_spark_never_start_it(monkeypatch, tmp_path, capsys):
+    def no_spark(*args, **kwargs):
+        raise AssertionError("sample started Spark")
+
+    monkeypatch.setattr(spark_module, "get_spark", no_spark)
+    assert main(["sample", "--set", f"sample.dir={tmp_path}", "--set", "sample.tracks=1",
+                 "--set", "sample.artists=1", "--set", "sample.seconds=1"]) == 0
+    assert capsys.readouterr().out.startswith(f"1 tracks: {tmp_path / 'catalogue.csv'}")
+
+
+def test_spark_session_leaves_a_session_it_did_not_start_running(spark):
+    with spark_session(SparkConfig(), spark) as given:
+        assert given is spark
+    with spark_session(SparkConfig()) as active:   # the test run's session is active: not ours to stop
+        assert active is spark
+    assert spark.range(3).count() == 3
+
+
+def test_spark_session_stops_the_session_it_started_unless_the_platform_owns_it(monkeypatch):
+    from pyspark.sql import SparkSession
+
+    stopped = []
+
+    class Started:
+        def stop(self):
+            stopped.append(self)
+
+    monkeypatch.setattr(spark_module, "get_spark", lambda config: Started())
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with spark_session(SparkConfig()) as session:
+            raise RuntimeError("stage failed")
+    assert stopped == [session]
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40000")   # spark-submit's session: the platform stops it
+    with spark_session(SparkConfig()):
+        pass
+    assert stopped == [session]
 
 
 def test_session_settings_from_config_win_over_defaults():

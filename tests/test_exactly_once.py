@@ -93,7 +93,7 @@ def test_a_commit_that_landed_is_never_undone(spark, lake, monkeypatch):
 
 
 def test_when_the_log_cannot_be_read_after_a_commit_its_files_are_kept(spark, lake, monkeypatch):
-    import hitpredict.lake
+    import hitpredict.lake.delta_rs
 
     from hitpredict.lake import LakeWriteError
 
@@ -102,7 +102,7 @@ def test_when_the_log_cannot_be_read_after_a_commit_its_files_are_kept(spark, la
     def unreadable(*_args, **_kwargs):
         raise OSError("simulated: _delta_log unreachable")
 
-    monkeypatch.setattr(hitpredict.lake, "_version_of_write", unreadable)
+    monkeypatch.setattr(hitpredict.lake.delta_rs, "_version_of_write", unreadable)
     with pytest.raises(LakeWriteError, match="may have landed"):
         lake.append("catalogue", catalogue_df(spark, range(10, 20)))
     monkeypatch.undo()
@@ -246,22 +246,21 @@ def test_the_next_write_removes_a_killed_writes_files_but_not_a_live_ones(spark,
     assert len(DeltaTable(lake.location("catalogue"), version=0).to_pyarrow_dataset().to_table()) == 10
 
 
-def test_tables_vacuum_removes_a_killed_writes_files(spark, lake, monkeypatch, capsys):
+def test_tables_vacuum_removes_a_killed_writes_files(spark, lake, capsys):
     from hitpredict import cli
     from hitpredict.config import load_config
 
     lake.append("catalogue", catalogue_df(spark, range(0, 10)))
     dead = _killed_write(lake, range(100, 110), age_hours=3)
     config = load_config(None, [f"lake.root={lake.config.root}"], environ={})
-    monkeypatch.setattr(cli, "_spark", lambda _config: spark)
     args = cli.build_parser().parse_args(["tables", "--vacuum", "--retain-hours", "2"])
-    assert cli.cmd_tables(config, args) == 0
+    assert cli.cmd_tables(config, args, spark=spark) == 0
     out = capsys.readouterr().out
     assert "catalogue: vacuum deleted 2 file(s)" in out
     assert not dead & parquet_files(lake, "catalogue")
     assert track_ids(lake) == Counter(f"t{i:05d}" for i in range(10))
     with pytest.raises(SystemExit, match="needs --vacuum"):
-        cli.cmd_tables(config, cli.build_parser().parse_args(["tables", "--retain-hours", "2"]))
+        cli.cmd_tables(config, cli.build_parser().parse_args(["tables", "--retain-hours", "2"]), spark=spark)
 
 
 def test_vacuum_keeps_files_younger_than_the_retention(spark, lake):
@@ -277,7 +276,7 @@ def test_two_fetch_previews_runs_at_once_write_every_track_once(spark, tmp_path,
     """A scheduled fetch_previews overlapping a slow one (two driver processes, one lake)."""
     from hitpredict.config import load_config
     from hitpredict.stages import ingest_catalogue
-    from hitpredict.testing.preview_server import PreviewServer
+    from hitpredict.preview_server import PreviewServer
 
     n = 4
     root = tmp_path / "lakehouse"

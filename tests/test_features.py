@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from hitpredict.audio import AudioError, decode_clip
+from hitpredict.audio_params import AudioParams
+from hitpredict.clip_features import features_row
 from hitpredict.features import (
-    SUMMARY_SIZE, MelParams, decode_mel, encode_mel, estimate_tempo, log_mel, summary_vector,
+    SUMMARY_SIZE, decode_mel, encode_mel, estimate_tempo, log_mel, summary_vector,
 )
-from hitpredict.stages.extract_features import features_row
 from hitpredict.synth.music import TrackStyle, render, write_audio
 
-PARAMS = MelParams()
+PARAMS = AudioParams()
 
 
 def encoded(tmp_path, name, seconds=30.0, rate=22050, fmt="MP3", channels=1, **style):

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from hitpredict.audio import sniff_audio
 from hitpredict.config import FetchConfig
-from hitpredict.fetch import AddressPolicy, FetchError, Fetcher, FetchItem, sniff_audio
-from hitpredict.testing.preview_server import Fault, PreviewServer
+from hitpredict.fetch import AddressPolicy, FetchError, Fetcher, FetchItem
+from hitpredict.preview_server import Fault, PreviewServer
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ import pytest
 from hitpredict.body_decoding import BoundedDecoder, DecodeFailed
 from hitpredict.config import FetchConfig
 from hitpredict.fetch import AddressPolicy, FetchError, Fetcher, FetchItem
-from hitpredict.testing.preview_server import Fault, PreviewServer, gzip_bomb
+from hitpredict.preview_server import Fault, PreviewServer, gzip_bomb
 
 
 def config(**overrides):

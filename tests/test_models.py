@@ -69,13 +69,13 @@ def test_unknown_family_is_named():
 def test_occlusion_recomputed_around_each_segment_equals_full_passes(family):
     """The time-local shortcut (TIME_LOCAL_TRUNKS) gives the numbers of one full pass per occluded copy,
     and no track's numbers depend on the tracks that share its batches."""
-    from hitpredict.features import MelParams
+    from hitpredict.audio_params import AudioParams
     from hitpredict.models import TIME_LOCAL_TRUNKS
     from hitpredict.scoring.scorer import segment_bounds
     from hitpredict.train.bundle import ModelBundle
     from hitpredict.train.plan import Normalisation
 
-    params = MelParams(clip_seconds=6.0, n_mels=64)
+    params = AudioParams(clip_seconds=6.0, n_mels=64)
     spec = ModelSpec("binary", n_mels=64, frames=params.frames, summary_size=4, seed=5)
     model = build_model(family, spec)
     rng = np.random.default_rng(1)

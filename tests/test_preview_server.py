@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from hitpredict.testing.preview_server import FAULT_KINDS, Fault, PreviewServer
+from hitpredict.preview_server import FAULT_KINDS, Fault, PreviewServer
 
 AUDIO = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 400  # ~100 KB "MP3"
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hitpredict.audio_params import AudioParams
 from hitpredict.config import ModelRef, load_config
 from hitpredict.lake import open_lake
-from hitpredict.scoring.registry import parse_model_ref, resolve_model
-from hitpredict.scoring.scorer import ScoreError, mel_params, segment_bounds
+from hitpredict.scoring.registry import resolve_model
+from hitpredict.scoring.scorer import ScoreError, ScoreSettings, segment_bounds
 from hitpredict.scoring.single import score_file
 from hitpredict.stages import (build_dataset, extract_features, fetch_previews, ingest_catalogue, score_catalogue,
                                score_folder, train_model)
-from hitpredict.stages.score_catalogue import settings_of
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
-from hitpredict.testing.preview_server import PreviewServer
+from hitpredict.preview_server import PreviewServer
 from hitpredict.train.bundle import BundleError, ModelBundle
 
 FIRST, ADDED = 120, 50
@@ -121,7 +121,7 @@ def test_segment_importance_is_the_score_drop_when_a_segment_becomes_the_trainin
     n_mels, frames = bundle.mel_shape
     mean = np.array(bundle.norm.mel_mean, np.float32)[:, None]
     std = np.maximum(np.array(bundle.norm.mel_std, np.float32), 1e-3)[:, None]
-    segments = segment_bounds(mel_params(bundle.audio), 1.0)
+    segments = segment_bounds(AudioParams.from_dict(bundle.audio), 1.0)
     assert len(segments) == 6 and segments[0][0] == 0 and segments[-1][1] == frames
     assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))
     for row in features.itertuples():
@@ -153,7 +153,7 @@ def test_one_file_gets_the_batch_jobs_numbers(world):
     models = world["first"].models
     stored = scores_of(lake)
     for track in sample.rows[:3]:
-        single = score_file(sample.audio_dir / track.audio_file, models, settings_of(config),
+        single = score_file(sample.audio_dir / track.audio_file, models, ScoreSettings.from_config(config),
                             config.audio.min_seconds).iloc[0]
         batch = stored[stored["track_id"] == track.track_id].set_index("model_name")
         popular, artist, region = (batch.loc[m.name] for m in models)
@@ -227,21 +227,21 @@ def test_score_folder_uses_the_models_audio_parameters_not_the_config(world, spa
 def test_missing_version_and_corrupt_model_folder_fail_in_one_line(world, tmp_path):
     config, popular = world["config"], world["first"].models[0]
     with pytest.raises(BundleError, match=r"registered model 'hitpredict-popular' has no version 99 \(versions: "):
-        resolve_model(parse_model_ref("hitpredict-popular/99"), config.mlflow)
+        resolve_model(ModelRef.parse("hitpredict-popular/99"), config.mlflow)
     with pytest.raises(BundleError, match="has no alias 'champion'"):
-        resolve_model(parse_model_ref("hitpredict-popular@champion"), config.mlflow)
+        resolve_model(ModelRef.parse("hitpredict-popular@champion"), config.mlflow)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bundle.json").write_text("{not json")
     (broken / "weights.h5").write_bytes(b"nope")
     with pytest.raises(BundleError, match=r"corrupt model description .*bundle.json: JSONDecodeError"):
-        resolve_model(parse_model_ref(str(broken)), config.mlflow)
+        resolve_model(ModelRef.parse(str(broken)), config.mlflow)
     torn = tmp_path / "torn"
     torn.mkdir()
     (torn / "bundle.json").write_text((Path(popular.bundle_dir) / "bundle.json").read_text())
     (torn / "weights.h5").write_bytes((Path(popular.bundle_dir) / "weights.h5").read_bytes()[:1000])
     with pytest.raises(BundleError, match=r"corrupt model weights .*weights.h5"):
-        resolve_model(parse_model_ref(str(torn)), config.mlflow)
+        resolve_model(ModelRef.parse(str(torn)), config.mlflow)
     for args in (["--model", str(torn)], ["--model", "hitpredict-popular/99"]):
         out = subprocess.run(
             [sys.executable, "-m", "hitpredict.cli", "score", str(world["sample"].audio_dir / "x.mp3"), *args,

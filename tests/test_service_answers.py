@@ -159,7 +159,7 @@ def test_paced_calls_stay_under_a_throttling_itunes():
 
 
 def test_a_resolve_run_divides_the_itunes_rate_among_its_tasks():
-    from hitpredict.stages.resolve_previews import task_config
+    from hitpredict.fanouts.resolve_previews import task_config
 
     config = load_config(None, environ={}).resolve
     assert task_config(config, 4).itunes_calls_per_minute == 5 and task_config(config, 1) is config

@@ -12,7 +12,7 @@ from hitpredict.config import FetchConfig, load_config
 from hitpredict.fetch import Fetcher, FetchItem, Refreshed
 from hitpredict.signed_urls import is_expired, signed_url_expiry
 from hitpredict.testing.music_apis import FakeTrack, MusicApiServer
-from hitpredict.testing.preview_server import Fault, PreviewServer
+from hitpredict.preview_server import Fault, PreviewServer
 
 UTC = dt.timezone.utc
 PAST, FUTURE = 1_700_000_000, 4_100_000_000          # 2023-11-14 and 2099-12-04

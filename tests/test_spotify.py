@@ -1,32 +1,56 @@
 """The Spotify crawl, with spotipy itself, against a loopback fake of the Web API: pagination to
-the end, the offset cap, a token expiring mid-crawl, 429 storms, withheld fields, no leaked secret."""
+the end, the offset cap, a token expiring mid-crawl, 429 storms, withheld fields, no leaked secret.
+
+Whole crawls go through the product's crawl (:func:`hitpredict.fanouts.spotify_crawl.crawl`: search
+on the driver, artists and albums fanned out over Spark tasks, progress in ``crawl_state``); the
+search tests call the driver-side :class:`~hitpredict.sources.spotify.SpotifyCrawler` it uses."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 import logging
+from pathlib import Path
 
 import pytest
 
-from hitpredict.config import load_config
-from hitpredict.sources.spotify import SpotifyCrawler, SpotifyError, make_client
+from hitpredict import credentials
+from hitpredict.config import Config, load_config
+from hitpredict.credentials import spotify_credentials
+from hitpredict.fanouts.spotify_crawl import CrawlRequest, CrawlResult, crawl
+from hitpredict.ingest import SourceError
+from hitpredict.sources.spotify import SpotifyCrawler, SpotifyError, crawler_with
 from hitpredict.testing.spotify_api import SpotifyApiServer, sample_artists as world
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "local.yaml"
 CLIENT_ID, SECRET = "test-client-id", "s3cr3t-Zq81-do-not-leak"
+#: One spotipy session, so one first token, per crawler: the driver's (search), and with
+#: ``spotify.max_concurrency=1`` one task's per level (artists, then albums).
+SESSIONS_PER_CRAWL = 3
+
+
+def crawl_config(server: SpotifyApiServer, *extra: str, secret: str = SECRET) -> Config:
+    """A config for ``server``'s endpoints, 2020-2021, with the credentials in its environment."""
+    return load_config(None, [f"spotify.api_url={server.base_url}/v1/",
+                              f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",
+                              "spotify.last_year=2021", "spotify.backoff_factor=0", *extra],
+                       environ={"SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": secret})
+
+
 def crawler_for(server: SpotifyApiServer, *extra: str, secret: str = SECRET) -> SpotifyCrawler:
-    config = load_config(None, [f"spotify.api_url={server.base_url}/v1/",
-                                f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",
-                                "spotify.last_year=2021", "spotify.backoff_factor=0", *extra], environ={}).spotify
-    return SpotifyCrawler(config, make_client(config, CLIENT_ID, secret))
+    """The driver-side crawler the product's crawl builds (search slices, artists)."""
+    config = crawl_config(server, *extra, secret=secret)
+    return crawler_with(config.spotify, config.secrets)
 
 
-def test_crawl_pages_to_the_end_and_dedupes_by_id_and_isrc():
+def run_crawl(spark, lake, config: Config, genre: str = "hip hop", tag: str | None = None) -> CrawlResult:
+    """The product's crawl of ``genre`` (a new ``tag`` crawls afresh in the same lake)."""
+    return crawl(config, spark, lake, CrawlRequest(genre=genre, tag=tag))
+
+
+def test_crawl_pages_to_the_end_and_dedupes_by_id_and_isrc(spark, lake):
     artists = world()
     with SpotifyApiServer(artists, CLIENT_ID, SECRET) as server:
-        crawler = crawler_for(server)
-        rows = crawler.crawl_genre("hip hop")
-    stats = crawler.stats
+        result = run_crawl(spark, lake, crawl_config(server))
+    rows, stats = result.rows, result.stats
     assert stats.artists == 15 and stats.albums == 30                 # the jazz artist is not crawled
     assert stats.tracks_seen == 15 * 6 + 2 and stats.duplicate_ids == 1 and stats.duplicate_isrcs == 1
     assert len(rows) == 90 and rows["track_id"].is_unique and rows["isrc"].is_unique
@@ -75,55 +99,54 @@ def test_the_fake_pages_search_like_the_recorded_service():
     assert (refused.status_code, refused.json()) == (400, SPOTIFY_INVALID_OFFSET)
 
 
-def test_a_restricted_app_gets_a_counted_outcome_not_silent_nulls():
+def test_a_restricted_app_gets_a_counted_outcome_not_silent_nulls(spark, lake):
     with SpotifyApiServer(world(), CLIENT_ID, SECRET, restricted=True) as server:
-        crawler = crawler_for(server)
-        rows = crawler.crawl_genre("hip hop")
-    stats = crawler.stats
+        result = run_crawl(spark, lake, crawl_config(server))
+    rows, stats = result.rows, result.stats
     assert len(rows) == 90 and rows["preview_url"].isna().all() and rows["popularity"].isna().all()
     assert stats.withheld == {"popularity": 90, "preview_url": 90} and stats.batch_endpoint == "withheld"
     assert "withheld: popularity 90, preview_url 90, isrc 0; batch /tracks withheld" in stats.summary()
 
 
-def test_a_token_expiring_mid_crawl_and_a_429_storm_give_the_same_catalogue():
+def test_a_token_expiring_mid_crawl_and_a_429_storm_give_the_same_catalogue(spark, lake):
     with SpotifyApiServer(world(), CLIENT_ID, SECRET) as server:
-        baseline = crawler_for(server).crawl_genre("hip hop")
+        baseline = run_crawl(spark, lake, crawl_config(server), tag="baseline").rows
     with SpotifyApiServer(world(), CLIENT_ID, SECRET, token_uses=7) as server:
         server.fail_next(4, retry_after=0)
-        crawler = crawler_for(server)
-        rows = crawler.crawl_genre("hip hop")
-        assert server.calls["token"] > 3 and crawler.stats.token_refreshes == server.calls["token"] - 1
+        result = run_crawl(spark, lake, crawl_config(server, "spotify.max_concurrency=1"), tag="storm")
+        rows = result.rows
+        # Every token after each session's first one is a refresh the crawl counted.
+        assert server.calls["token"] > SESSIONS_PER_CRAWL + 2
+        assert result.stats.token_refreshes == server.calls["token"] - SESSIONS_PER_CRAWL
     assert rows.equals(baseline)
 
 
-def test_credentials_never_reach_logs_or_errors(caplog, capsys):
+def test_credentials_never_reach_logs_or_errors(spark, lake, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     secrets = [SECRET, base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()]
     with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
-        crawler = crawler_for(server)
-        crawler.crawl_genre("hip hop")
+        config = crawl_config(server)
+        result = run_crawl(spark, lake, config)
         tokens = list(server.tokens)
         with pytest.raises(SpotifyError) as refused:
-            crawler_for(server, secret="wrong-" + SECRET).crawl_genre("hip hop")
+            run_crawl(spark, lake, crawl_config(server, secret="wrong-" + SECRET), tag="wrong-secret")
     assert str(refused.value) == "spotify: the client id or secret was refused (invalid_client)"
     out = capsys.readouterr()
-    text = "\n".join([caplog.text, out.out, out.err, str(refused.value), repr(crawler.stats), repr(crawler.config)])
+    text = "\n".join([caplog.text, out.out, out.err, str(refused.value), repr(result.stats), repr(config)])
     for secret in secrets + tokens:
         assert secret not in text
 
 
-def test_credentials_come_from_the_environment_and_their_absence_is_one_line():
-    from hitpredict.sources.spotify import crawler_from_config
-
+def test_credentials_come_from_the_environment_and_their_absence_is_one_line(spark, lake):
     with pytest.raises(SpotifyError, match="no credentials: set SPOTIPY_CLIENT_ID and SPOTIPY_CLIENT_SECRET"):
-        crawler_from_config(load_config(CONF, environ={}))
+        run_crawl(spark, lake, load_config(CONF, environ={}))
     with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
         config = load_config(CONF, [f"spotify.api_url={server.base_url}/v1/",
                                                  f"spotify.token_url={server.base_url}/api/token",
                                                  "spotify.first_year=2020", "spotify.last_year=2020"],
                              environ={"SPOTIPY_CLIENT_ID": CLIENT_ID, "SPOTIPY_CLIENT_SECRET": SECRET})
         assert SECRET not in repr(config) and SECRET not in str(config.model_dump())
-        assert len(crawler_from_config(config).crawl_genre("hip hop")) == 12
+        assert len(run_crawl(spark, lake, config).rows) == 12
 
 
 class FakeDbutils:
@@ -137,11 +160,7 @@ class FakeDbutils:
         return self.values[(scope, key)]
 
 
-def test_credentials_from_a_databricks_secret_scope(caplog):
-    from hitpredict.credentials import spotify_credentials
-    from hitpredict.ingest import SourceError
-    from hitpredict.sources.spotify import crawler_with
-
+def test_credentials_from_a_databricks_secret_scope(spark, lake, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     scope = {("hp", "spotify_client_id"): CLIENT_ID, ("hp", "spotify_client_secret"): SECRET}
     with SpotifyApiServer(world(artists_2020=2, artists_2021=0), CLIENT_ID, SECRET) as server:
@@ -149,8 +168,9 @@ def test_credentials_from_a_databricks_secret_scope(caplog):
                                     f"spotify.token_url={server.base_url}/api/token", "spotify.first_year=2020",
                                     "spotify.last_year=2020", "secrets.databricks_scope=hp"], environ={})
         dbutils = FakeDbutils(scope)
-        secrets = spotify_credentials(config.secrets, dbutils)
-        rows = crawler_with(config.spotify, secrets).crawl_genre("hip hop")
+        monkeypatch.setattr(credentials, "databricks_dbutils", lambda: dbutils)   # as on a Databricks driver
+        rows = run_crawl(spark, lake, config).rows
+        secrets = spotify_credentials(config.secrets, FakeDbutils(scope))
     assert len(rows) == 12 and dbutils.asked == [("hp", "spotify_client_id"), ("hp", "spotify_client_secret")]
     assert SECRET not in repr(secrets) and SECRET not in caplog.text
     from_env = load_config(None, ["secrets.databricks_scope=hp"],
@@ -160,6 +180,7 @@ def test_credentials_from_a_databricks_secret_scope(caplog):
     with pytest.raises(SourceError, match=r"^databricks secret scope 'hp': cannot read key 'spotify_client_secret' "
                                           r"\(KeyError\)$"):
         spotify_credentials(config.secrets, FakeDbutils({("hp", "spotify_client_id"): CLIENT_ID}))
+    monkeypatch.undo()
     with pytest.raises(SourceError, match="dbutils is not available"):
         spotify_credentials(config.secrets)       # not on Databricks
 

@@ -16,9 +16,9 @@ import pytest
 from deltalake import DeltaTable
 
 from hitpredict.config import LakeConfig, load_config
+from hitpredict.fanouts.spotify_crawl import CrawlRequest, crawl
 from hitpredict.lake import DeltaRsLake
 from hitpredict.sources.spotify import SpotifyError
-from hitpredict.stages.spotify_crawl import CrawlRequest, crawl
 from hitpredict.testing.music_apis import FakeTrack, MusicApiServer
 from hitpredict.testing.spotify_api import SpotifyApiServer, sample_artists
 

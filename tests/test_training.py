@@ -15,9 +15,9 @@ import pytest
 
 from hitpredict.config import load_config
 from hitpredict.dataset import DatasetError
-from hitpredict.demo import run_demo
 from hitpredict.lake import open_lake
 from hitpredict.stages import train_model
+from hitpredict.stages.demo import run_demo
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

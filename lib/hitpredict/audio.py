@@ -1,4 +1,4 @@
-"""Decode audio bytes to the fixed analysis window: mono, 22,050 Hz, 30 s (DESIGN.md section 6).
+"""Decode audio bytes to the fixed analysis window: mono, 22,050 Hz, 30 s (ARCHITECTURE.md, "The audio front end").
 
 MP3, FLAC, OGG/Vorbis and WAV are decoded by libsndfile (the soundfile wheel); AAC/M4A by
 PyAV (its wheel bundles FFmpeg's decoders). No system ffmpeg is needed.
@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hitpredict.fetch import sniff_audio
-
 #: Below this RMS (about -80 dBFS) a clip is treated as silence.
 SILENCE_RMS = 1e-4
 #: Seconds decoded on each side of the window: context for the resampler at its edges.
@@ -42,6 +40,43 @@ class AudioError(ValueError):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+def sniff_audio(data: bytes) -> str | None:
+    """The container/codec of ``data`` from its magic bytes: mp3, aac, m4a, ogg, flac, wav; else ``None``.
+
+    An ID3 tag is skipped and an MPEG frame must follow it, so a file that is only a tag
+    is not audio.
+    """
+    if len(data) < 12:
+        return None
+    if data[:3] == b"ID3":
+        size = ((data[6] & 0x7F) << 21) | ((data[7] & 0x7F) << 14) | ((data[8] & 0x7F) << 7) | (data[9] & 0x7F)
+        footer = 10 if data[5] & 0x10 else 0
+        rest = data[10 + size + footer:]
+        rest = rest.lstrip(b"\x00")  # padding after the tag
+        return "mp3" if _mpeg_sync(rest) else None
+    if data[4:8] == b"ftyp":
+        return "m4a"
+    if data[:4] == b"OggS":
+        return "ogg"
+    if data[:4] == b"fLaC":
+        return "flac"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
+        return "aac"  # ADTS
+    if _mpeg_sync(data):
+        return "mp3"
+    return None
+
+
+def _mpeg_sync(data: bytes) -> bool:
+    """An MPEG audio frame header: 11 sync bits, a valid version, layer and bitrate."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] & 0xE0 != 0xE0:
+        return False
+    version, layer, bitrate = (data[1] >> 3) & 0x3, (data[1] >> 1) & 0x3, data[2] >> 4
+    return version != 1 and layer != 0 and bitrate not in (0, 15)
 
 
 @dataclass(frozen=True)

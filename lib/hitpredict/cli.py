@@ -1,117 +1,122 @@
-"""The ``hitpredict`` command line: one sub-command per job, plus demo and tools."""
+"""The ``hitpredict`` command line: one declared command per stage, plus the demo and tools.
+
+Each command is declared once, by :func:`command` above its handler: name, aliases, help and
+arguments beside the code that runs it. :func:`main` parses the command line, sets up logging,
+loads the config and runs the handler. A :class:`~hitpredict.errors.HitpredictError` (bad config,
+bad input, a missing model: something the user can fix) is printed as one line, exit status 2;
+any other exception is a bug, printed with its traceback, exit status 1. Commands that need Spark
+open it with :func:`hitpredict.spark.spark_session`, which stops it on the way out; the others
+never start it. See ARCHITECTURE.md for where the CLI sits.
+"""
 from __future__ import annotations
 
 import argparse
-import logging
+import platform
 import sys
 import time
-from typing import Callable, Sequence
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from hitpredict.config import Config, ConfigError, load_config
-from hitpredict.dataset import DatasetError
-from hitpredict.fetch import FetchSetupError
-from hitpredict.ingest import SourceError
+from hitpredict import __version__
+from hitpredict.config import Config, ModelRef, load_config
+from hitpredict.errors import HitpredictError
+from hitpredict.keras_compat import ensure_keras2
+from hitpredict.lake import TableInfo, open_lake
 from hitpredict.logs import configure as configure_logging
-from hitpredict.scoring.scorer import ScoreError
-from hitpredict.train.bundle import BundleError
+from hitpredict.logs import redact
+from hitpredict.schemas import TABLES
+from hitpredict.scoring.registry import resolve_model
+from hitpredict.scoring.report import similar_text, write_report
+from hitpredict.scoring.scorer import ScoreSettings
+from hitpredict.scoring.single import score_file
+from hitpredict.scoring.view import latest_scores
+from hitpredict.spark import spark_session
+from hitpredict.stackcheck import run_horovod_smoke, verify_imports
+from hitpredict.stages import (build_dataset, extract_features, fetch_previews, ingest_catalogue, score_catalogue,
+                               score_folder, train_model)
+from hitpredict.stages.base import StageReport
+from hitpredict.stages.demo import run_demo
+from hitpredict.synth.catalogue import ensure_sample_catalogue
 
-log = logging.getLogger("hitpredict")
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import SparkSession
 
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conf", default=None, help="YAML config (default: built-in embedded defaults)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. --set fetch.max_concurrency=32 (repeatable)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="also show third-party warnings (TensorFlow, Spark, Petastorm, MLflow...) and "
-                             "hitpredict's debug lines; -vv: third-party INFO lines too")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hitpredict", description="Predict a track's hit potential from its audio.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in [
-        ("demo", "run the pipeline's stages end to end on the bundled sample catalogue"),
-        ("ingest_catalogue", "ingest a label's CSV/Parquet file or a folder of audio into the catalogue table"),
-        ("fetch_previews", "download every catalogue track that has no settled preview yet"),
-        ("extract_features", "decode every ok preview without features into log-mel spectrograms"),
-        ("build_dataset", "split tracks by artist and write the examples and statistics of one target"),
-        ("train_model", "train a model family with Horovod processes on the latest dataset, evaluate, log to MLflow"),
-        ("score_catalogue", "score every track with features and no score yet for the chosen model versions"),
-        ("score_folder", "score a folder of audio files: ingest -> features -> scores, with the models' audio"),
-        ("score", "score one audio file without Spark and print its scores"),
-        ("report", "write the HTML report (plots, top tracks, explanations) and a CSV of every scored track"),
-        ("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet"),
-        ("tables", "list the lake's tables: location, version, files, rows"),
-        ("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras"),
-    ]:
-        aliases = [name.replace("_", "-")] if "_" in name else []
-        if name == "ingest_catalogue":
-            aliases.append("ingest")
-        cmd = sub.add_parser(name, aliases=aliases, help=help_text, description=help_text)
-        cmd.set_defaults(command=name)
-        _common(cmd)
-        if name == "ingest_catalogue":
-            cmd.add_argument("path", nargs="?", help="CSV/Parquet file or folder (default: ingest.path)")
-            cmd.add_argument("--source", choices=["csv", "parquet", "folder", "spotify", "deezer", "itunes"],
-                             help="what PATH is (default: ingest.source, else inferred); spotify crawls the Web API; "
-                                  "deezer/itunes: a file of title, artists, ISRC whose previews that service finds")
-            cmd.add_argument("--genre", help="spotify: crawl every artist of this genre, e.g. \"hip hop\"")
-            cmd.add_argument("--artist", dest="artists", action="append", default=[], metavar="REF",
-                             help="spotify: crawl this artist (id, URI, URL or exact name; repeatable)")
-            cmd.add_argument("--playlist", help="spotify: crawl this playlist (id, URI or URL)")
-            cmd.add_argument("--crawl-tag", help="spotify: name this crawl (e.g. a date): a new tag crawls afresh, "
-                                                 "the same tag resumes (default: spotify.crawl_tag)")
-        if name == "train_model":
-            cmd.add_argument("--family", default=None, help="model family (default: train.family)")
-            cmd.add_argument("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)")
-        if name in ("score_catalogue", "score_folder", "score"):
-            cmd.add_argument("--model", dest="models", action="append", default=[], metavar="REF",
-                             help="model to score with, repeatable: NAME, NAME/VERSION, NAME@ALIAS or a bundle "
-                                  "folder (default: score.models)")
-        if name == "score_folder":
-            cmd.add_argument("folder", help="folder (local path or fsspec URI) of audio files")
-        if name == "score":
-            cmd.add_argument("file", help="an audio file (MP3, M4A, WAV, ...)")
-        if name in ("score_catalogue", "score_folder", "report"):
-            cmd.add_argument("--top", type=int, default=None,
-                             help="tracks to list (default 10; report: score.report_top)")
-        if name == "report":
-            cmd.add_argument("--out", default=None, help="output folder (default: score.report_dir)")
-        if name == "tables":
-            from hitpredict.schemas import TABLES
-
-            cmd.add_argument("--compact", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
-                             help="first rewrite the small files of these tables (all, if none named) into few "
-                                  "large ones (Delta OPTIMIZE; rows and history unchanged)")
-            cmd.add_argument("--vacuum", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
-                             help="then delete the files of these tables (all, if none named) that no version "
-                                  "within the retention needs: files replaced by --compact, files of writes "
-                                  "that never committed (Delta VACUUM)")
-            cmd.add_argument("--retain-hours", type=int, default=None, metavar="N",
-                             help="vacuum keeps files younger than N hours (default: the table's retention, "
-                                  "7 days); time travel further back is lost, and a write running longer than "
-                                  "N hours would lose its files")
-        if name == "check-stack":
-            cmd.add_argument("--imports-only", action="store_true", help="only import and inspect the stack")
-            cmd.add_argument("--num-proc", type=int, default=2)
-    return parser
+#: A command's handler: ``handler(config, args)`` -> exit status. Handlers that need Spark also take
+#: ``spark=`` (a session to use instead of starting one; tests pass theirs).
+Handler = Callable[[Config, argparse.Namespace], int]
 
 
-_SESSIONS: list = []
+@dataclass(frozen=True)
+class Argument:
+    """One argument of a command: ``ArgumentParser.add_argument(*flags, **options)``."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add this argument to ``parser``."""
+        parser.add_argument(*self.flags, **self.options)
 
 
-def _spark(config: Config):
-    """The run's Spark session; stopped by ``main`` on the way out."""
-    from hitpredict.spark import get_spark, provided_by_platform
-
-    session = get_spark(config.spark)
-    if not provided_by_platform():
-        _SESSIONS.append(session)
-    return session
+def arg(*flags: str, **options: Any) -> Argument:
+    """An :class:`Argument`, written like the ``add_argument`` call it stands for."""
+    return Argument(flags, options)
 
 
-def _print_stages(stages) -> None:
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its name, aliases, help text, arguments and handler, declared together."""
+
+    name: str
+    help: str
+    handler: Handler
+    arguments: tuple[Argument, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def add_to(self, sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+        """Add this command, with the common options and its own arguments, to ``sub``; returns its parser."""
+        parser = sub.add_parser(self.name, aliases=list(self.aliases), help=self.help, description=self.help)
+        parser.set_defaults(command=self.name)
+        for argument in (*COMMON_ARGUMENTS, *self.arguments):
+            argument.add_to(parser)
+        return parser
+
+
+#: Options every command takes, before its own.
+COMMON_ARGUMENTS = (
+    arg("--conf", default=None, help="YAML config (default: built-in embedded defaults)"),
+    arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set fetch.max_concurrency=32 (repeatable)"),
+    arg("-v", "--verbose", action="count", default=0,
+        help="also show third-party warnings (TensorFlow, Spark, Petastorm, MLflow...) and "
+             "hitpredict's debug lines; -vv: third-party INFO lines too"),
+)
+MODELS = arg("--model", dest="models", action="append", default=[], metavar="REF",
+             help="model to score with, repeatable: NAME, NAME/VERSION, NAME@ALIAS or a bundle "
+                  "folder (default: score.models)")
+TOP = arg("--top", type=int, default=None, help="tracks to list (default 10; report: score.report_top)")
+
+#: The declared commands by name, in the order ``hitpredict --help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, *arguments: Argument, aliases: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+    """Declare the decorated function as the handler of command ``name`` with these ``arguments``."""
+    def declare(handler: Handler) -> Handler:
+        if name in COMMANDS:
+            raise ValueError(f"command {name!r} is declared twice")
+        COMMANDS[name] = Command(name, help, handler, tuple(arguments), tuple(aliases))
+        return handler
+    return declare
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the commands print.
+
+def print_stages(stages: Sequence[StageReport]) -> None:
+    """One line per stage report: rows in, ok, failed, seconds, failures by kind and notes."""
     print("\nstage               rows in       ok   failed   seconds  failed by kind / notes")
     for s in stages:
         detail = s.failures_text() + (f"; {s.notes}" if s.notes else "")
@@ -120,28 +125,17 @@ def _print_stages(stages) -> None:
             print(f"  {line}")
 
 
-def _run_stage(module_name: str):
-    def command(config: Config, args: argparse.Namespace) -> int:
-        import importlib
-
-        from hitpredict.lake import open_lake
-
-        stage = importlib.import_module(f"hitpredict.stages.{module_name}")
-        spark = _spark(config)
-        lake = open_lake(config.lake, spark)
-        extra = {"path": args.path} if getattr(args, "path", None) else {}
-        if module_name == "ingest_catalogue":
-            if args.source:
-                config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"source": args.source})})
-            extra.update(genre=args.genre, artists=args.artists or None, playlist=args.playlist,
-                         crawl_tag=args.crawl_tag)
-        _print_stages([stage.run(config, spark, lake, **extra)])
-        _print_tables(lake.tables())
-        return 0
-    return command
+def print_tables(tables: Sequence[TableInfo]) -> None:
+    """One line per lake table: name, version, files, rows, location."""
+    print("\ntable        version  files      rows  location")
+    for t in tables:
+        rows = "?" if t.rows is None else str(t.rows)
+        print(f"{t.name:<12} {t.version:>7} {t.files:>6} {rows:>9}  {t.location}")
+    if not tables:
+        print("(no tables yet)")
 
 
-def print_training(result) -> None:
+def print_training(result: train_model.TrainResult) -> None:
     """The evaluation table of one training run, and where its outputs are."""
     print(f"\n{result.family} ({result.task}) on {result.dataset_id}, {result.num_proc} Horovod processes, "
           f"{len(result.history.get('loss', []))} epochs, {result.samples_per_s:.1f} training samples/s")
@@ -156,38 +150,15 @@ def print_training(result) -> None:
           f"MLflow run {result.run_id}{registered}")
 
 
-def cmd_train_model(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.lake import open_lake
-    from hitpredict.stages import train_model
-
-    spark = _spark(config)
-    result = train_model.run(config, spark, open_lake(config.lake, spark), family=args.family,
-                             num_proc=args.num_proc)
-    _print_stages([result.report])
-    print_training(result)
-    return 0
-
-
-def _with_models(config: Config, args: argparse.Namespace) -> Config:
-    """``config`` with ``--model`` references, when given, in place of ``score.models``."""
-    if not getattr(args, "models", None):
-        return config
-    from hitpredict.scoring.registry import parse_model_ref
-
-    score = config.score.model_copy(update={"models": [parse_model_ref(text) for text in args.models]})
-    return config.model_copy(update={"score": score})
-
-
-def printable(value) -> str:
+def printable(value: Any) -> str:
     """``value`` as text for a terminal: control characters (an escape sequence in a title could
     clear the screen or rewrite earlier lines) shown as ``\\x1b``, ``\\n``..., the rest as is."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
-def print_top(tracks, limit: int = 10) -> None:
-    """The best ``limit`` tracks as a table."""
-    from hitpredict.scoring.report import similar_text
-
+def print_top(tracks: "pd.DataFrame", limit: int = 10) -> None:
+    """The first ``limit`` rows of ``tracks`` (best first, as :func:`~hitpredict.scoring.view.latest_scores`
+    orders them) as a table; columns no track has a value for are left out."""
     rows = [["#", "title", "artist", "P(popular)", "pred. pop.", "pct", "sounds like", "region"]]
     for i, t in enumerate(tracks.head(limit).itertuples(index=False), start=1):
         rows.append([str(i), printable(t.title or t.track_id)[:40], printable(t.primary_artist or "")[:24],
@@ -203,9 +174,7 @@ def print_top(tracks, limit: int = 10) -> None:
             print("  " + "  ".join("-" * widths[i] for i in keep))
 
 
-def _print_scored(result, lake, only=None, limit: int = 10) -> None:
-    from hitpredict.scoring.view import latest_scores
-
+def _print_scored(result: score_catalogue.ScoreResult, lake, only=None, limit: int = 10) -> None:
     for label, n in result.written.items():
         print(f"{label}: {n} new score rows")
     tracks = latest_scores(lake, only)
@@ -213,43 +182,146 @@ def _print_scored(result, lake, only=None, limit: int = 10) -> None:
     print_top(tracks, limit)
 
 
-def cmd_score_catalogue(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.lake import open_lake
-    from hitpredict.stages import score_catalogue
+def _short(value):
+    text = repr(value)
+    return value if len(text) <= 40 else text[:37] + "..."
 
-    config = _with_models(config, args)
-    spark = _spark(config)
-    lake = open_lake(config.lake, spark)
-    result = score_catalogue.run(config, spark, lake)
-    _print_stages([result.report])
-    _print_scored(result, lake, limit=args.top or 10)
+
+def _with_models(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with ``--model`` references, when given, in place of ``score.models``."""
+    if not getattr(args, "models", None):
+        return config
+    score = config.score.model_copy(update={"models": [ModelRef.parse(text) for text in args.models]})
+    return config.model_copy(update={"score": score})
+
+
+def _run_stage(run: Callable[..., StageReport], config: Config, spark: "SparkSession | None", **extra: Any) -> int:
+    """Run one stage's ``run(config, spark, lake, **extra)``; print its report and the lake's tables."""
+    with spark_session(config.spark, spark) as spark:
+        lake = open_lake(config.lake, spark)
+        print_stages([run(config, spark, lake, **extra)])
+        print_tables(lake.tables())
     return 0
 
 
-def cmd_score_folder(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.lake import open_lake
-    from hitpredict.stages import score_folder
+# ---------------------------------------------------------------------------------------------------------------
+# The commands, in the order ``hitpredict --help`` lists them.
 
-    config = _with_models(config, args)
-    spark = _spark(config)
-    lake = open_lake(config.lake, spark)
-    result = score_folder.run(config, spark, lake, args.folder)
-    _print_stages(result.stages)
-    _print_scored(result.score, lake, only=result.track_ids, limit=args.top or len(result.track_ids))
+@command("demo", "run the pipeline's stages end to end on the bundled sample catalogue")
+def cmd_demo(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Run the demo (:func:`hitpredict.stages.demo.run_demo`) and print what each stage did."""
+    started = time.monotonic()
+    with spark_session(config.spark, spark) as spark:
+        report = run_demo(config, spark)
+        print_stages(report.stages)
+        print_tables(report.tables)
+        print(f"\npreviews were served by a loopback server at {report.preview_server}")
+        for name, rows in report.samples.items():
+            print(f"\nfirst rows of {name}:")
+            for row in rows:
+                print("  ", {k: _short(v) for k, v in row.items() if k not in ("audio", "mel")})
+        for training in report.trainings:
+            print_training(training)
+        if report.report is not None:
+            print(f"\nreport: {report.report.html.resolve()}\ncsv: {report.report.csv.resolve()} "
+                  f"({len(report.report.tracks)} tracks)\n\ntop 10 tracks:")
+            print_top(report.report.tracks, 10)
+        print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0
 
 
+@command("ingest_catalogue", "ingest a label's CSV/Parquet file or a folder of audio into the catalogue table",
+         arg("path", nargs="?", help="CSV/Parquet file or folder (default: ingest.path)"),
+         arg("--source", choices=["csv", "parquet", "folder", "spotify", "deezer", "itunes"],
+             help="what PATH is (default: ingest.source, else inferred); spotify crawls the Web API; "
+                  "deezer/itunes: a file of title, artists, ISRC whose previews that service finds"),
+         arg("--genre", help="spotify: crawl every artist of this genre, e.g. \"hip hop\""),
+         arg("--artist", dest="artists", action="append", default=[], metavar="REF",
+             help="spotify: crawl this artist (id, URI, URL or exact name; repeatable)"),
+         arg("--playlist", help="spotify: crawl this playlist (id, URI or URL)"),
+         arg("--crawl-tag", help="spotify: name this crawl (e.g. a date): a new tag crawls afresh, "
+                                 "the same tag resumes (default: spotify.crawl_tag)"),
+         aliases=("ingest-catalogue", "ingest"))
+def cmd_ingest_catalogue(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Ingest PATH (or a Spotify crawl) into the catalogue: :func:`hitpredict.stages.ingest_catalogue.run`."""
+    if args.source:
+        config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"source": args.source})})
+    extra = {"path": args.path} if args.path else {}
+    return _run_stage(ingest_catalogue.run, config, spark, **extra, genre=args.genre, artists=args.artists or None,
+                      playlist=args.playlist, crawl_tag=args.crawl_tag)
+
+
+@command("fetch_previews", "download every catalogue track that has no settled preview yet",
+         aliases=("fetch-previews",))
+def cmd_fetch_previews(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Download the pending previews: :func:`hitpredict.stages.fetch_previews.run`."""
+    return _run_stage(fetch_previews.run, config, spark)
+
+
+@command("extract_features", "decode every ok preview without features into log-mel spectrograms",
+         aliases=("extract-features",))
+def cmd_extract_features(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Compute the missing features: :func:`hitpredict.stages.extract_features.run`."""
+    return _run_stage(extract_features.run, config, spark)
+
+
+@command("build_dataset", "split tracks by artist and write the examples and statistics of one target",
+         aliases=("build-dataset",))
+def cmd_build_dataset(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Build the configured target's dataset: :func:`hitpredict.stages.build_dataset.run`."""
+    return _run_stage(build_dataset.run, config, spark)
+
+
+@command("train_model", "train a model family with Horovod processes on the latest dataset, evaluate, log to MLflow",
+         arg("--family", default=None, help="model family (default: train.family)"),
+         arg("--num-proc", type=int, default=None, help="Horovod processes (default: train.num_proc)"),
+         aliases=("train-model",))
+def cmd_train_model(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Train, evaluate and register a model (:func:`hitpredict.stages.train_model.run`); print its evaluation."""
+    with spark_session(config.spark, spark) as spark:
+        result = train_model.run(config, spark, open_lake(config.lake, spark), family=args.family,
+                                 num_proc=args.num_proc)
+        print_stages([result.report])
+        print_training(result)
+    return 0
+
+
+@command("score_catalogue", "score every track with features and no score yet for the chosen model versions",
+         MODELS, TOP, aliases=("score-catalogue",))
+def cmd_score_catalogue(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Score the catalogue's unscored tracks (:func:`hitpredict.stages.score_catalogue.run`); print the top ones."""
+    config = _with_models(config, args)
+    with spark_session(config.spark, spark) as spark:
+        lake = open_lake(config.lake, spark)
+        result = score_catalogue.run(config, spark, lake)
+        print_stages([result.report])
+        _print_scored(result, lake, limit=args.top or 10)
+    return 0
+
+
+@command("score_folder", "score a folder of audio files: ingest -> features -> scores, with the models' audio",
+         MODELS, arg("folder", help="folder (local path or fsspec URI) of audio files"), TOP,
+         aliases=("score-folder",))
+def cmd_score_folder(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Score every audio file of FOLDER (:func:`hitpredict.stages.score_folder.run`); print their scores."""
+    config = _with_models(config, args)
+    with spark_session(config.spark, spark) as spark:
+        lake = open_lake(config.lake, spark)
+        result = score_folder.run(config, spark, lake, args.folder)
+        print_stages(result.stages)
+        _print_scored(result.score, lake, only=result.track_ids, limit=args.top or len(result.track_ids))
+    return 0
+
+
+@command("score", "score one audio file without Spark and print its scores",
+         MODELS, arg("file", help="an audio file (MP3, M4A, WAV, ...)"))
 def cmd_score(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.keras_compat import use_legacy_keras
-    from hitpredict.scoring.registry import resolve_model
-    from hitpredict.scoring.single import score_file
-    from hitpredict.stages.score_catalogue import settings_of
-
-    use_legacy_keras()
+    """Score one audio file in this process (no Spark) and print its scores and explanations."""
+    ensure_keras2()
     config = _with_models(config, args)
     started = time.monotonic()
     models = [resolve_model(ref, config.mlflow) for ref in config.score.models]
-    row = score_file(args.file, models, settings_of(config), config.audio.min_seconds).iloc[0]
+    row = score_file(args.file, models, ScoreSettings.from_config(config), config.audio.min_seconds).iloc[0]
     print(f"{args.file} (scored by {row['models']} in {time.monotonic() - started:.1f}s)")
     for key in ("prob_popular", "popularity_pred", "percentile", "region"):
         if row[key] is not None:
@@ -263,48 +335,22 @@ def cmd_score(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.lake import open_lake
-    from hitpredict.scoring.report import write_report
-
+@command("report", "write the HTML report (plots, top tracks, explanations) and a CSV of every scored track",
+         TOP, arg("--out", default=None, help="output folder (default: score.report_dir)"))
+def cmd_report(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Write the HTML report and CSV (:func:`hitpredict.scoring.report.write_report`); print the top 10."""
     s = config.score
-    report = write_report(open_lake(config.lake, _spark(config)), args.out or s.report_dir, args.top or s.report_top,
-                          s.report_strips, s.segment_seconds)
-    print(f"report: {report.html.resolve()}\ncsv: {report.csv.resolve()} ({len(report.tracks)} tracks)")
-    print_top(report.tracks, 10)
+    with spark_session(config.spark, spark) as spark:
+        report = write_report(open_lake(config.lake, spark), args.out or s.report_dir, args.top or s.report_top,
+                              s.report_strips, s.segment_seconds)
+        print(f"report: {report.html.resolve()}\ncsv: {report.csv.resolve()} ({len(report.tracks)} tracks)")
+        print_top(report.tracks, 10)
     return 0
 
 
-def cmd_demo(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.demo import run_demo
-
-    started = time.monotonic()
-    report = run_demo(config, _spark(config))
-    _print_stages(report.stages)
-    _print_tables(report.tables)
-    print(f"\npreviews were served by a loopback server at {report.preview_server}")
-    for name, rows in report.samples.items():
-        print(f"\nfirst rows of {name}:")
-        for row in rows:
-            print("  ", {k: _short(v) for k, v in row.items() if k not in ("audio", "mel")})
-    for training in report.trainings:
-        print_training(training)
-    if report.report is not None:
-        print(f"\nreport: {report.report.html.resolve()}\ncsv: {report.report.csv.resolve()} "
-              f"({len(report.report.tracks)} tracks)\n\ntop 10 tracks:")
-        print_top(report.report.tracks, 10)
-    print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
-    return 0
-
-
-def _short(value):
-    text = repr(value)
-    return value if len(text) <= 40 else text[:37] + "..."
-
-
+@command("sample", "generate the sample catalogue (MP3s + catalogue.csv) if it is not there yet")
 def cmd_sample(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.synth.catalogue import ensure_sample_catalogue
-
+    """Generate the sample catalogue of ``config.sample`` (no Spark) and print where it is."""
     s = config.sample
     sample = ensure_sample_catalogue(s.dir, s.tracks, s.artists, seed=s.seed, seconds=s.seconds,
                                      sample_rate=config.audio.sample_rate)
@@ -312,89 +358,107 @@ def cmd_sample(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_tables(tables) -> None:
-    print("\ntable        version  files      rows  location")
-    for t in tables:
-        rows = "?" if t.rows is None else str(t.rows)
-        print(f"{t.name:<12} {t.version:>7} {t.files:>6} {rows:>9}  {t.location}")
-    if not tables:
-        print("(no tables yet)")
-
-
-def cmd_tables(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.lake import open_lake
-
+@command("tables", "list the lake's tables: location, version, files, rows",
+         arg("--compact", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
+             help="first rewrite the small files of these tables (all, if none named) into few "
+                  "large ones (Delta OPTIMIZE; rows and history unchanged)"),
+         arg("--vacuum", nargs="*", metavar="TABLE", default=None, choices=list(TABLES),
+             help="then delete the files of these tables (all, if none named) that no version "
+                  "within the retention needs: files replaced by --compact, files of writes "
+                  "that never committed (Delta VACUUM)"),
+         arg("--retain-hours", type=int, default=None, metavar="N",
+             help="vacuum keeps files younger than N hours (default: the table's retention, "
+                  "7 days); time travel further back is lost, and a write running longer than "
+                  "N hours would lose its files"))
+def cmd_tables(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Compact and vacuum the named tables if asked, then list every table of the lake."""
     if args.retain_hours is not None and args.vacuum is None:
         raise SystemExit("hitpredict tables: --retain-hours needs --vacuum")
-    lake = open_lake(config.lake, _spark(config))
-    if args.compact is not None:
-        for table in args.compact or [t.name for t in lake.tables()]:
-            files = lake.compact(table)
-            print(f"{table}: " + ("does not exist yet" if files is None else f"{files[0]} files -> {files[1]}"))
-    if args.vacuum is not None:
-        for table in args.vacuum or [t.name for t in lake.tables()]:
-            gone = lake.vacuum(table, args.retain_hours)
-            print(f"{table}: " + ("does not exist yet" if not lake.exists(table) else
-                                  "vacuumed" if gone is None else f"vacuum deleted {gone} file(s)"))
-    _print_tables(lake.tables())
+    with spark_session(config.spark, spark) as spark:
+        lake = open_lake(config.lake, spark)
+        if args.compact is not None:
+            for table in args.compact or [t.name for t in lake.tables()]:
+                files = lake.compact(table)
+                print(f"{table}: " + ("does not exist yet" if files is None else f"{files[0]} files -> {files[1]}"))
+        if args.vacuum is not None:
+            for table in args.vacuum or [t.name for t in lake.tables()]:
+                gone = lake.vacuum(table, args.retain_hours)
+                print(f"{table}: " + ("does not exist yet" if not lake.exists(table) else
+                                      "vacuumed" if gone is None else f"vacuum deleted {gone} file(s)"))
+        print_tables(lake.tables())
     return 0
 
 
-def cmd_check_stack(config: Config, args: argparse.Namespace) -> int:
-    from hitpredict.stackcheck import run_horovod_smoke, verify_imports
-
+@command("check-stack", "prove the pinned stack: imports, then Petastorm -> Horovod (2 gloo processes) -> Keras",
+         arg("--imports-only", action="store_true", help="only import and inspect the stack"),
+         arg("--num-proc", type=int, default=2))
+def cmd_check_stack(config: Config, args: argparse.Namespace, spark: "SparkSession | None" = None) -> int:
+    """Import and inspect the pinned stack; unless ``--imports-only``, also train the Horovod smoke model."""
     versions = verify_imports()
     print("stack imports ok: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if args.imports_only:
         return 0
-    results = run_horovod_smoke(_spark(config), num_proc=args.num_proc)
+    with spark_session(config.spark, spark) as spark:
+        results = run_horovod_smoke(spark, num_proc=args.num_proc)
     for r in results:
         print(f"rank {r['rank']}/{r['size']}: loss {r['loss'][0]:.4f} -> {r['loss'][-1]:.6f}, "
               f"slope {r['slope']:.3f}, intercept {r['intercept']:.3f}")
     return 0
 
 
-COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
-    "demo": cmd_demo,
-    "ingest_catalogue": _run_stage("ingest_catalogue"),
-    "fetch_previews": _run_stage("fetch_previews"),
-    "extract_features": _run_stage("extract_features"),
-    "build_dataset": _run_stage("build_dataset"),
-    "train_model": cmd_train_model,
-    "score_catalogue": cmd_score_catalogue,
-    "score_folder": cmd_score_folder,
-    "score": cmd_score,
-    "report": cmd_report,
-    "sample": cmd_sample,
-    "tables": cmd_tables,
-    "check-stack": cmd_check_stack,
-}
+# ---------------------------------------------------------------------------------------------------------------
+# The entry points.
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hitpredict`` argument parser: one sub-parser per declared command (see :data:`COMMANDS`)."""
+    parser = argparse.ArgumentParser(prog="hitpredict", description="Predict a track's hit potential from its audio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for declared in COMMANDS.values():
+        declared.add_to(sub)
+    return parser
+
+
+def report_bug(command_name: str, stream=None) -> int:
+    """Print the exception being handled as a bug report (a header, then its traceback, secrets
+    redacted) to ``stream`` (default: stderr); returns the exit status 1."""
+    stream = stream or sys.stderr
+    print(f"hitpredict {command_name}: this is a bug: please report it with the traceback below\n"
+          f"hitpredict {__version__}, Python {platform.python_version()}, command: {command_name}",
+          file=stream)
+    print(redact(traceback.format_exc()), end="", file=stream)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hitpredict`` command (``argv``: default ``sys.argv[1:]``).
+
+    Returns the exit status: 0 done, 2 a :class:`~hitpredict.errors.HitpredictError` (printed as one line
+    ``hitpredict: <message>``, or ``hitpredict: config error: <message>`` while loading the config),
+    1 any other exception (a bug: printed with its traceback). Argument errors exit 2 through argparse.
+    """
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)   # before Spark or TensorFlow start: their processes inherit it
     try:
         config = load_config(args.conf, args.overrides)
-    except ConfigError as exc:
+    except HitpredictError as exc:
         print(f"hitpredict: config error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # noqa: BLE001 - anything else is a bug, reported with its traceback
+        return report_bug(args.command)
     try:
-        return COMMANDS[args.command](config, args)
-    except (SourceError, DatasetError, ScoreError, BundleError, FetchSetupError) as exc:
+        return COMMANDS[args.command].handler(config, args)
+    except HitpredictError as exc:
         print(f"hitpredict: {exc}", file=sys.stderr)
         return 2
-    finally:
-        for session in _SESSIONS:
-            session.stop()
+    except Exception:  # noqa: BLE001 - anything else is a bug, reported with its traceback
+        return report_bug(args.command)
 
 
-def job_main(command: str) -> None:
-    """Entry of the thin ``jobs/<stage>.py`` scripts that ``spark-submit`` runs."""
-    import os
-
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
-    sys.exit(main([command, *sys.argv[1:]]))
+def job_main(command_name: str) -> None:
+    """Entry of the thin ``jobs/<stage>.py`` scripts that ``spark-submit`` runs: ``hitpredict
+    <command_name> ARGS...`` with this process's arguments; exits with its status."""
+    ensure_keras2()   # before anything imports TensorFlow
+    sys.exit(main([command_name, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

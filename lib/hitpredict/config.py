@@ -17,19 +17,42 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+)
 
-from hitpredict.models import ModelFamily
+from hitpredict.audio_params import AudioParams
+from hitpredict.errors import HitpredictError
+from hitpredict.families import ModelFamily
+from hitpredict.schemas import CATALOGUE_SOURCE_FIELDS
+from hitpredict.targets import TARGETS
 
 ENV_PREFIX = "HITPREDICT__"
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(HitpredictError, ValueError):
     """A configuration file or override is invalid; the message is one line."""
+
+
+def _choices(names: Sequence[str]) -> str:
+    """``'a', 'b' or 'c'``: allowed values as a config error lists them."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _known_target(value: Any) -> Any:
+    """``value`` if it names a row of :data:`hitpredict.targets.TARGETS`; ``ValueError`` listing them otherwise."""
+    if not isinstance(value, str) or value not in TARGETS:
+        raise ValueError(f"Input should be {_choices(list(TARGETS))}")
+    return value
+
+
+#: A target name (``dataset.target``, the keys of ``demo.models``): a key of ``targets.TARGETS``.
+TargetName = Annotated[str, BeforeValidator(_known_target)]
 
 
 class _Section(BaseModel):
@@ -90,22 +113,12 @@ class LakeConfig(_Section):
         return self
 
 
-class AudioConfig(_Section):
-    """The one definition of the audio front end (DESIGN.md section 6)."""
+class AudioConfig(AudioParams, _Section):
+    """The ``audio`` section: the five :class:`~hitpredict.audio_params.AudioParams` (declared and
+    bounded there) and ``min_seconds``, the shortest audio (seconds) a track may have to be analysed.
+    ``AudioParams.from_config`` gives the plain parameters."""
 
-    sample_rate: int = Field(22050, ge=8000, le=96000)
-    clip_seconds: float = Field(30.0, gt=0, le=600)
-    n_fft: int = Field(2048, ge=64)
-    hop_length: int = Field(512, ge=16)
-    n_mels: int = Field(128, ge=8, le=512)
     min_seconds: float = Field(5.0, ge=0)
-
-    @field_validator("n_fft")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError("must be a power of two")
-        return value
 
 
 #: Characters no HTTP header value may hold (CR and LF would start another header).
@@ -227,7 +240,7 @@ class FeaturesConfig(_Section):
 class DatasetConfig(_Section):
     """build_dataset: which target, how to split, how to threshold."""
 
-    target: Literal["popular", "popularity", "artist", "region"] = "popular"
+    target: TargetName = "popular"
     #: popular = popularity >= this fixed score ...
     popular_threshold: float | None = Field(39.0, ge=0, le=100)
     #: ... or >= this quantile of the training split's popularity (set threshold to null).
@@ -306,7 +319,12 @@ class MlflowConfig(_Section):
 
 
 class ModelRef(_Section):
-    """One model to score with: a registered model (name plus version or alias), or a bundle folder."""
+    """One model to score with: a registered model (name plus version or alias), or a bundle folder.
+
+    Written ``NAME`` (the latest version), ``NAME/3`` (version 3), ``NAME@champion`` (an alias) or a
+    bundle folder path: :meth:`parse` reads that text (``--model`` on the command line), ``str()``
+    writes it.
+    """
 
     #: Registered model name in the MLflow registry, e.g. hitpredict-popular.
     name: str | None = None
@@ -328,8 +346,22 @@ class ModelRef(_Section):
             raise ValueError("version applies to registered models, not to a bundle path")
         return self
 
-    @property
-    def label(self) -> str:
+    @classmethod
+    def parse(cls, text: str) -> "ModelRef":
+        """``NAME``, ``NAME/3``, ``NAME@alias`` or a bundle folder path (a folder that exists, or text
+        starting with ``.``, ``/`` or ``~``; ``~`` is expanded) -> :class:`ModelRef`."""
+        if Path(text).is_dir() or text.startswith((".", "/", "~")):
+            return cls(path=str(Path(text).expanduser()))
+        if "@" in text:
+            name, _, alias = text.partition("@")
+            return cls(name=name, version=alias)
+        if "/" in text:
+            name, _, version = text.rpartition("/")
+            return cls(name=name, version=version)
+        return cls(name=text)
+
+    def __str__(self) -> str:
+        """The reference as :meth:`parse` reads it: the path, ``NAME``, ``NAME/3`` or ``NAME@alias``."""
         if self.path is not None:
             return self.path
         return self.name + (f"@{self.version}" if self.version and not self.version.isdigit() else
@@ -441,7 +473,7 @@ class ScoreConfig(_Section):
 class DemoConfig(_Section):
     """What ``hitpredict demo`` trains: target -> model family (null: ``train.family``)."""
 
-    models: dict[Literal["popular", "popularity", "artist", "region"], ModelFamily | None] = Field(
+    models: dict[TargetName, ModelFamily | None] = Field(
         default_factory=lambda: {"popular": None, "artist": "mlp", "region": "mlp"})
 
 
@@ -500,8 +532,6 @@ class IngestConfig(_Section):
     @field_validator("columns")
     @classmethod
     def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        from hitpredict.schemas import CATALOGUE_SOURCE_FIELDS
-
         unknown = sorted(set(value) - set(CATALOGUE_SOURCE_FIELDS))
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(CATALOGUE_SOURCE_FIELDS)}")
@@ -689,7 +719,3 @@ def _one_line(exc: ValidationError, source: str, origins: Mapping[str, str]) -> 
     shown = "<hidden>" if "secret" in key else repr(bad)
     return f"{source}: {key} = {shown} is not allowed: {msg}"
 
-
-def dump_config(config: Config) -> dict[str, Any]:
-    """The config as plain data (secrets masked), for logs and MLflow params."""
-    return config.model_dump(mode="json", by_alias=True)

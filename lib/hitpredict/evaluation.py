@@ -6,6 +6,7 @@ accuracy, macro-F1, confusion matrix. Every result is plain JSON-ready data.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -15,12 +16,13 @@ def bootstrap_interval(
     metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray,
     rounds: int = 1000, level: float = 0.95, seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric`` over resampled (row) pairs.
+    """Percentile bootstrap interval of ``metric`` over resampled (row) pairs: (low, high).
 
-    Resamples where the metric is undefined (e.g. one class only for ROC-AUC) are skipped.
+    ``metric(y_true, y_score)`` takes two arrays of shape (n,) and returns a float; ``rounds``
+    resamples of n rows with replacement (``seed`` fixes them) give its distribution, and the interval
+    holds its central ``level`` (0-1). Resamples where the metric is undefined (e.g. one class only for
+    ROC-AUC) are skipped; (nan, nan) when every one is.
     """
-    import warnings
-
     rng = np.random.default_rng(seed)
     n = len(y_true)
     values = []
@@ -42,7 +44,12 @@ def bootstrap_interval(
 
 
 def calibration_bins(y_true: np.ndarray, prob: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Reliability table: per probability bin, mean predicted probability, observed rate, count."""
+    """Reliability table: per probability bin, mean predicted probability, observed rate, count.
+
+    ``y_true``: 0/1 labels, shape (n,); ``prob``: predicted probabilities in [0, 1], shape (n,).
+    ``bins`` equal-width bins over [0, 1]; one dict per non-empty bin, in order, with ``low`` and
+    ``high`` (its edges), ``mean_prob`` and ``observed`` (both 0-1) and ``count`` (rows).
+    """
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
     table = []
@@ -55,6 +62,14 @@ def calibration_bins(y_true: np.ndarray, prob: np.ndarray, bins: int = 10) -> li
 
 
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5, rounds: int = 1000) -> dict[str, Any]:
+    """Metrics of a binary classifier: ``y_true`` 0/1 labels, shape (n,); ``prob`` the predicted
+    probability of 1, shape (n,), in [0, 1].
+
+    Returns ``n``; ``accuracy`` (0-1, ``prob >= threshold`` counts as 1); ``roc_auc`` (0-1, nan with one
+    class only) and ``roc_auc_ci95`` (its 95% bootstrap interval over ``rounds`` resamples); ``pr_auc``
+    (average precision, 0-1, nan without positives); ``brier`` (mean squared error of ``prob``, 0-1,
+    lower is better); ``positive_rate`` (share of 1s); ``calibration`` (:func:`calibration_bins`).
+    """
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     y_true = np.asarray(y_true, dtype=int)
@@ -73,6 +88,7 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5,
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two (n,) arrays; ``ValueError`` where either is constant."""
     from scipy.stats import spearmanr
 
     if np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -81,6 +97,13 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, rounds: int = 1000) -> dict[str, Any]:
+    """Metrics of a regression: ``y_true`` and ``y_pred`` both shape (n,), in the label's units
+    (popularity, 0-100).
+
+    Returns ``n``; ``mse`` (squared units) and ``mae`` (units), lower is better; ``spearman`` (rank
+    correlation, -1 to 1, nan where either side is constant) and ``spearman_ci95`` (its 95% bootstrap
+    interval over ``rounds`` resamples).
+    """
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)
     try:
@@ -97,6 +120,13 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, rounds: int = 100
 
 
 def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] | None = None) -> dict[str, Any]:
+    """Metrics of a classifier over several classes: ``y_true`` class indices, shape (n,); ``probs``
+    class probabilities, shape (n, classes); ``labels`` the class names (default ``"0"``, ``"1"``, ...).
+
+    Returns ``n``; ``accuracy`` and ``top3_accuracy`` (the true class among the three most probable),
+    both 0-1; ``macro_f1`` (F1 averaged over classes, 0-1, a class never predicted counting 0);
+    ``confusion`` (classes x classes counts, true classes as rows, predicted as columns); ``labels``.
+    """
     from sklearn.metrics import confusion_matrix, f1_score
 
     y_true = np.asarray(y_true, dtype=int)
@@ -116,7 +146,9 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] 
 
 def evaluate(task: str, y_true: np.ndarray, prediction: np.ndarray, labels: list[str] | None = None,
              rounds: int = 1000) -> dict[str, Any]:
-    """The metrics of ``task`` for model outputs ``prediction`` ((n, 1) or (n, classes))."""
+    """The metrics of ``task`` (``binary``, ``regression`` or ``multiclass``) for model outputs
+    ``prediction``, shape (n, 1) or (n, classes), against ``y_true``, shape (n,): the dict of
+    :func:`binary_metrics`, :func:`regression_metrics` or :func:`multiclass_metrics`."""
     prediction = np.asarray(prediction, dtype=float)
     if task == "binary":
         return binary_metrics(y_true, prediction.reshape(-1), rounds=rounds)
@@ -126,7 +158,9 @@ def evaluate(task: str, y_true: np.ndarray, prediction: np.ndarray, labels: list
 
 
 def baseline_prediction(task: str, train_labels: np.ndarray, n: int, n_classes: int = 2) -> np.ndarray:
-    """What the dummy baseline predicts for every row: the training prior (or mean)."""
+    """What the dummy baseline predicts for every one of ``n`` rows, from the training split's
+    labels ``train_labels`` (shape (m,)): the class prior, shape (n, n_classes), for ``multiclass``;
+    the mean label (the share of 1s for ``binary``), shape (n, 1), otherwise."""
     train_labels = np.asarray(train_labels, dtype=float)
     if task == "multiclass":
         prior = np.bincount(train_labels.astype(int), minlength=n_classes) / max(len(train_labels), 1)
@@ -145,7 +179,8 @@ HEADLINES = {
 
 
 def comparison_rows(task: str, model: dict[str, Any], baseline: dict[str, Any]) -> list[list[str]]:
-    """Rows of the printed table: metric, model (with 95% interval where there is one), dummy."""
+    """Rows of the printed table, one per headline metric of ``task`` (:data:`HEADLINES`): metric name,
+    the model's value (with its 95% interval where there is one) and the dummy's, as text."""
     rows = []
     for key, label, _ in HEADLINES[task]:
         value = f"{model[key]:.3f}"

@@ -3,16 +3,16 @@
 The mel front end matches ``librosa.power_to_db(librosa.feature.melspectrogram(y))``
 (Hann window, centred frames with zero padding, Slaney mel filters, 80 dB floor) but
 runs in float32 with a cached filter bank and one real FFT over all frames, which is
-several times cheaper per clip. Parameters come from :class:`~hitpredict.config.AudioConfig`
-and travel with every feature row and every model.
+several times cheaper per clip. Parameters are an :class:`~hitpredict.audio_params.AudioParams`
+(from the config's ``audio`` section); they travel with every feature row and every model.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from hitpredict.audio_params import AudioParams
 
 #: Length of :func:`summary_vector`, and what each slice holds.
 SUMMARY_LAYOUT = {"mfcc_mean": 20, "mfcc_std": 20, "chroma_mean": 12, "contrast_mean": 7,
@@ -42,34 +42,8 @@ def keep_freed_memory(limit_bytes: int = 256 * 1024 * 1024) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class MelParams:
-    """The audio front end (DESIGN.md section 6); hashable, so filter banks are cached."""
-
-    sample_rate: int = 22050
-    clip_seconds: float = 30.0
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.clip_seconds * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        return 1 + self.window_samples // self.hop_length
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
-
-    @classmethod
-    def from_config(cls, audio) -> "MelParams":  # AudioConfig, untyped to keep this module config-free
-        return cls(audio.sample_rate, float(audio.clip_seconds), audio.n_fft, audio.hop_length, audio.n_mels)
-
-
 @lru_cache(maxsize=8)
-def _filters(params: MelParams):
+def _filters(params: AudioParams):
     """Periodic Hann window (as librosa) and the Slaney mel filter bank as a sparse matrix.
 
     Each FFT bin feeds at most two mel bands, so the sparse product is ~10x cheaper than
@@ -84,15 +58,16 @@ def _filters(params: MelParams):
 
 
 @lru_cache(maxsize=8)
-def _chroma_filters(params: MelParams) -> np.ndarray:
+def _chroma_filters(params: AudioParams) -> np.ndarray:
     """librosa's chroma filter bank (tuning 0), built once per parameter set."""
     import librosa
 
     return librosa.filters.chroma(sr=params.sample_rate, n_fft=params.n_fft, tuning=0.0).astype(np.float32)
 
 
-def power_spectrogram(samples: np.ndarray, params: MelParams) -> np.ndarray:
-    """|STFT|^2, ``(1 + n_fft/2)`` x frames, float32, frames centred with zero padding."""
+def power_spectrogram(samples: np.ndarray, params: AudioParams) -> np.ndarray:
+    """|STFT|^2 of ``samples`` (float32, mono, at ``params.sample_rate``): float32 array
+    ``(1 + n_fft/2, frames)``, frames centred with zero padding."""
     from scipy import fft as sfft
 
     window, _ = _filters(params)
@@ -104,8 +79,10 @@ def power_spectrogram(samples: np.ndarray, params: MelParams) -> np.ndarray:
     return (spectrum.real**2 + spectrum.imag**2).astype(np.float32, copy=False)
 
 
-def log_mel(samples: np.ndarray, params: MelParams, top_db: float = 80.0) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel dB (``n_mels`` x frames, float32) and the power spectrogram it came from."""
+def log_mel(samples: np.ndarray, params: AudioParams, top_db: float = 80.0) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel of ``samples`` (float32, mono): ``mel_db``, float32 array ``(n_mels, frames)`` in dB,
+    floored at ``top_db`` below its maximum, and the power spectrogram it came from
+    (:func:`power_spectrogram`)."""
     _, mel_basis = _filters(params)
     power = power_spectrogram(samples, params)
     mel = np.asarray(mel_basis @ power)
@@ -115,8 +92,9 @@ def log_mel(samples: np.ndarray, params: MelParams, top_db: float = 80.0) -> tup
 
 
 def estimate_tempo(onset: np.ndarray, sample_rate: int, hop_length: int, prior_bpm: float = 120.0) -> float:
-    """Tempo in BPM from the autocorrelation of a whole onset envelope, weighted by a
-    log-normal prior (one octave wide) around ``prior_bpm``; 40-220 BPM."""
+    """Tempo in BPM (40-220; 0.0 for a too short or flat envelope) from the autocorrelation of a
+    whole onset envelope ``onset`` (one value per frame of ``hop_length`` samples at ``sample_rate``
+    Hz), weighted by a log-normal prior (one octave wide) around ``prior_bpm``."""
     env = onset.astype(np.float64) - onset.mean()
     n = len(env)
     if n < 4 or not np.any(env):
@@ -132,9 +110,10 @@ def estimate_tempo(onset: np.ndarray, sample_rate: int, hop_length: int, prior_b
     return float(bpm[np.argmax(ac[lags] * weight)])
 
 
-def summary_vector(mel_db: np.ndarray, power: np.ndarray, params: MelParams) -> np.ndarray:
-    """From :func:`log_mel`'s two outputs, a compact float32 vector for baselines: MFCC means/stds, chroma, spectral contrast,
-    spectral centroid, tempo and loudness (layout in ``SUMMARY_LAYOUT``)."""
+def summary_vector(mel_db: np.ndarray, power: np.ndarray, params: AudioParams) -> np.ndarray:
+    """From :func:`log_mel`'s two outputs, a compact vector for baselines: float32 array
+    ``(SUMMARY_SIZE,)`` of MFCC means/stds, chroma, spectral contrast (dB), spectral centroid (Hz),
+    tempo (BPM) and loudness (dB), laid out as ``SUMMARY_LAYOUT``."""
     import librosa
 
     sr = params.sample_rate
@@ -161,10 +140,11 @@ def summary_vector(mel_db: np.ndarray, power: np.ndarray, params: MelParams) -> 
 
 
 def encode_mel(mel_db: np.ndarray) -> tuple[bytes, list[int]]:
-    """float16 bytes (C order) and shape, as stored in the ``features`` table."""
+    """``mel_db`` (``(n_mels, frames)``, dB) as float16 bytes (C order) and its shape, as stored in the
+    ``features`` table's ``mel`` and ``mel_shape``."""
     return np.ascontiguousarray(mel_db, dtype=np.float16).tobytes(), list(mel_db.shape)
 
 
 def decode_mel(data: bytes, shape: list[int] | tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`encode_mel` (float16 array)."""
+    """Inverse of :func:`encode_mel`: float16 array of ``shape`` (``(n_mels, frames)``, dB)."""
     return np.frombuffer(data, dtype=np.float16).reshape(tuple(shape))

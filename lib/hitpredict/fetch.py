@@ -41,12 +41,14 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from hitpredict.body_decoding import ACCEPT_ENCODING, BoundedDecoder, DecodeFailed
+from hitpredict.audio import sniff_audio
 from hitpredict.audio_paths import outside_roots, real_roots
+from hitpredict.body_decoding import ACCEPT_ENCODING, BoundedDecoder, DecodeFailed
 from hitpredict.config import REMOTE_SCHEMES, FetchConfig
+from hitpredict.errors import HitpredictError
 from hitpredict.http_retry import HostSlots, backoff_seconds, first_line, retry_after_seconds
 from hitpredict.net_guard import PinnedAdapter, blocked_reason, connect_failed, pin
-from hitpredict.signed_urls import signed_url_expiry
+from hitpredict.signed_urls import is_expired, signed_url_expiry
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class FetchItem:
 
 @dataclass
 class FetchResult:
+    """One track's outcome: the audio bytes (``ok``) or the ``error_kind`` and whether it is transient."""
+
     track_id: str
     url: str | None
     status: str                      # "ok" | "failed"
@@ -83,6 +87,7 @@ class FetchResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the audio was fetched (``status == "ok"``)."""
         return self.status == "ok"
 
 
@@ -110,7 +115,7 @@ class FetchError(Exception):
         self.retry_after = retry_after
 
 
-class FetchSetupError(RuntimeError):
+class FetchSetupError(HitpredictError, RuntimeError):
     """The local setup (config, installed packages), not a track, makes fetching fail; one line
     naming the key to fix. A run that meets it stops before it marks any row."""
 
@@ -121,46 +126,7 @@ SETUP_ERROR = "setup_error"
 READ_CHUNK = 1 << 20
 
 
-# --------------------------------------------------------------------------- audio sniffing
-
-
-def sniff_audio(data: bytes) -> str | None:
-    """The container/codec of ``data`` from its magic bytes: mp3, aac, m4a, ogg, flac, wav; else ``None``.
-
-    An ID3 tag is skipped and an MPEG frame must follow it, so a file that is only a tag
-    is not audio.
-    """
-    if len(data) < 12:
-        return None
-    if data[:3] == b"ID3":
-        size = ((data[6] & 0x7F) << 21) | ((data[7] & 0x7F) << 14) | ((data[8] & 0x7F) << 7) | (data[9] & 0x7F)
-        footer = 10 if data[5] & 0x10 else 0
-        rest = data[10 + size + footer:]
-        rest = rest.lstrip(b"\x00")  # padding after the tag
-        return "mp3" if _mpeg_sync(rest) else None
-    if data[4:8] == b"ftyp":
-        return "m4a"
-    if data[:4] == b"OggS":
-        return "ogg"
-    if data[:4] == b"fLaC":
-        return "flac"
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
-    if data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
-        return "aac"  # ADTS
-    if _mpeg_sync(data):
-        return "mp3"
-    return None
-
-
-def _mpeg_sync(data: bytes) -> bool:
-    """An MPEG audio frame header: 11 sync bits, a valid version, layer and bitrate."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] & 0xE0 != 0xE0:
-        return False
-    version, layer, bitrate = (data[1] >> 3) & 0x3, (data[1] >> 1) & 0x3, data[2] >> 4
-    return version != 1 and layer != 0 and bitrate not in (0, 15)
-
-
+#: The content type stored for each kind :func:`~hitpredict.audio.sniff_audio` recognises.
 CONTENT_TYPES = {"mp3": "audio/mpeg", "aac": "audio/aac", "m4a": "audio/mp4", "ogg": "audio/ogg",
                  "flac": "audio/flac", "wav": "audio/wav"}
 
@@ -271,6 +237,7 @@ class Fetcher:
         self._slot = HostSlots(config.per_host_concurrency)
 
     def close(self) -> None:
+        """Close the keep-alive session and its pooled connections."""
         self._session.close()
 
     def __enter__(self) -> "Fetcher":
@@ -351,8 +318,8 @@ class Fetcher:
         expiry = signed_url_expiry(url)
         refreshed = False
         attempt = 0
-        margin = dt.timedelta(seconds=self.config.expiry_margin_s)
-        if expiry is not None and self.refresh and expiry <= dt.datetime.now(dt.timezone.utc) + margin:
+        if expiry is not None and self.refresh and is_expired(url, dt.datetime.now(dt.timezone.utc),
+                                                              self.config.expiry_margin_s):
             url, failure = self._refreshed(item, f"signed URL expired at {expiry:%Y-%m-%d %H:%M} UTC", attempt)
             if failure is not None:
                 return failure

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from hitpredict.audio_paths import local_path, outside_roots, real_roots
+from hitpredict.errors import HitpredictError
 from hitpredict.schemas import CATALOGUE, CATALOGUE_SOURCE_FIELDS, REJECTS
+
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
 
-class SourceError(ValueError):
+class SourceError(HitpredictError, ValueError):
     """A source cannot be read at all (missing file, missing mapped column); one line."""
 
 

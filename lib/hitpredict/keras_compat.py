@@ -9,7 +9,13 @@ TensorFlow 2.16 ships Keras 3, but Horovod 0.28.1's Keras glue needs Keras 2:
    under Keras 3; aliasing ``sys.modules["keras"]`` to ``tf_keras`` before importing
    it makes that import find Keras 2.
 
-Import Keras and Horovod's Keras API only through this module.
+Import Keras and Horovod's Keras API only through this module: it is the one Keras-2 set-up.
+Every process that may touch TensorFlow calls :func:`ensure_keras2` (or :func:`keras` /
+:func:`horovod_keras`, which call it) before importing it: the CLI's ``job_main`` and
+``score`` command, the training and scoring workers, the stack check. A process that another
+one starts gets :data:`KERAS2_ENVIRONMENT` in its environment. No other module sets
+``TF_USE_LEGACY_KERAS`` itself, or uses ``tf_keras`` or ``horovod.tensorflow.keras`` but through
+this module (the stack check only imports them by name to read their versions).
 """
 from __future__ import annotations
 
@@ -17,10 +23,18 @@ import os
 import sys
 from types import ModuleType
 
+#: The environment that selects Keras 2: what :func:`ensure_keras2` sets in this process, and what every
+#: process a run starts (a Horovod worker) gets before it imports TensorFlow.
+KERAS2_ENVIRONMENT: dict[str, str] = {"TF_USE_LEGACY_KERAS": "1"}
 
-def use_legacy_keras() -> None:
-    """Select Keras 2 for this process and the processes it starts."""
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+def ensure_keras2() -> None:
+    """Select Keras 2 for this process and the processes it starts.
+
+    Sets ``TF_USE_LEGACY_KERAS=1`` (and quiets TensorFlow's CUDA-plugin lines on CPU machines). Call it
+    before TensorFlow is first imported; raises ``RuntimeError`` if TensorFlow is already loaded with Keras 3.
+    """
+    os.environ.update(KERAS2_ENVIRONMENT)
     if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:   # no CUDA-plugin noise on CPU machines
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if "tensorflow" in sys.modules:
@@ -34,15 +48,16 @@ def use_legacy_keras() -> None:
 
 
 def keras() -> ModuleType:
-    """The Keras 2 API (``tf_keras``)."""
-    use_legacy_keras()
+    """The Keras 2 API: the ``tf_keras`` module (after :func:`ensure_keras2`)."""
+    ensure_keras2()
     import tf_keras
 
     return tf_keras
 
 
 def horovod_keras() -> ModuleType:
-    """``horovod.tensorflow.keras``, importable under TensorFlow 2.16."""
+    """The ``horovod.tensorflow.keras`` module, imported with Keras 2 standing in for ``keras`` (see the
+    module doc, trap 2)."""
     tf_keras = keras()
     sys.modules["keras"] = tf_keras  # Horovod's `from keras import backend` must get Keras 2
     import horovod.tensorflow.keras as hvd

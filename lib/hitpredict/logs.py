@@ -44,6 +44,8 @@ def verbosity(environ: Mapping[str, str] | None = None) -> int:
 
 
 def is_secret_name(name: str) -> bool:
+    """True if the environment variable ``name`` holds a secret: its name contains SECRET, TOKEN, KEY or
+    PASSWORD, in any case."""
     upper = name.upper()
     return any(part in upper for part in SECRET_NAME_PARTS)
 
@@ -67,6 +69,7 @@ class RedactingFormatter(logging.Formatter):
     """A formatter whose lines (message, traceback and all) never hold a secret value."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record's line as :class:`logging.Formatter` writes it, secret values replaced by ``***``."""
         return redact(super().format(record))
 
 

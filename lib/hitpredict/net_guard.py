@@ -138,6 +138,8 @@ class PinnedAdapter(HTTPAdapter):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):  # type: ignore[override]
+        """requests' connection pool for ``request``, connected to the address pinned on it (TLS still
+        checks the URL's host name); a request without a pinned address, or through a proxy, as usual."""
         address = getattr(request, CONNECT_TO, None)
         if address is None or select_proxy(request.url, proxies):
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)

@@ -5,6 +5,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import pyarrow as pa
 
+from hitpredict.keras_compat import ensure_keras2
+from hitpredict.train.bundle import ModelBundle
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -13,11 +16,7 @@ PREDICTIONS_DDL = "track_id string, label double, prediction array<float>"
 
 def _prediction_task(bundle_dir: str, threads: int | None):
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import os
-
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        from hitpredict.train.bundle import ModelBundle
-
+        ensure_keras2()
         if threads:
             import tensorflow as tf
 
@@ -38,7 +37,12 @@ def _prediction_task(bundle_dir: str, threads: int | None):
 
 
 def predict_examples(df: "DataFrame", bundle_dir: str, threads: int | None = None) -> "DataFrame":
-    """``df`` (track_id, mel, summary[, label]) -> (track_id, label, prediction) with the bundle's model."""
+    """``df`` (track_id, mel, summary[, label]) -> (track_id, label, prediction) with the bundle's model.
+
+    ``prediction``: the model's outputs per row, float32, 1 value (binary, regression) or one per class
+    (multiclass); ``label`` null where ``df`` has none. Each Spark task loads the bundle at ``bundle_dir``
+    once, with ``threads`` TensorFlow threads per operation when given.
+    """
     if "label" not in df.columns:
         from pyspark.sql import functions as F
 

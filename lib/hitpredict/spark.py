@@ -11,8 +11,9 @@ import logging
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from hitpredict.config import SparkConfig
 from hitpredict.logs import verbosity
@@ -58,6 +59,34 @@ def get_spark(config: SparkConfig, spark: "SparkSession | None" = None) -> "Spar
     session.sparkContext.setLogLevel(SPARK_LOG_LEVELS[verbosity()])
     log.info("spark %s, master %s", session.version, session.sparkContext.master)
     return session
+
+
+@contextmanager
+def spark_session(config: SparkConfig, spark: "SparkSession | None" = None) -> Iterator["SparkSession"]:
+    """The session of one command, stopped on the way out if this call started it.
+
+    ``with spark_session(config.spark) as spark: ...`` yields what :func:`get_spark` returns. On exit
+    (normal or by an exception) the session is stopped, unless it was given as ``spark`` (tests inject
+    theirs), the platform provides it (:func:`provided_by_platform`: spark-submit, Databricks), or it
+    was already active when the block began (a notebook's or a test run's own session).
+
+    Parameters
+    ----------
+    config : the ``spark`` section of the run's config.
+    spark : a session to use as is and leave running.
+    """
+    if spark is not None:
+        yield spark
+        return
+    from pyspark.sql import SparkSession
+
+    owned = not provided_by_platform() and SparkSession.getActiveSession() is None
+    session = get_spark(config)
+    try:
+        yield session
+    finally:
+        if owned:
+            session.stop()
 
 
 def local_defaults(config: SparkConfig) -> dict[str, str]:

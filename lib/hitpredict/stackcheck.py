@@ -6,13 +6,14 @@ A tiny linear model is trained by ``num_proc`` gloo processes under
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from hitpredict.keras_compat import use_legacy_keras
+from hitpredict.keras_compat import ensure_keras2, horovod_keras, keras
 from hitpredict.train.launcher import horovod_spark_run, worker_env
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ SLOPE, INTERCEPT = 3.0, -1.0
 
 def _train_on_shard(converter: Any, steps: int, epochs: int) -> dict[str, Any]:
     """Body of one Horovod process (runs inside a Spark task)."""
-    from hitpredict.keras_compat import horovod_keras, keras
-
     hvd = horovod_keras()
     hvd.init()
     import tensorflow as tf
@@ -60,8 +59,13 @@ def run_horovod_smoke(
     spark: "SparkSession", num_proc: int = 2, rows: int = 2000, steps: int = 40, epochs: int = 4,
     cache_dir: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the smoke model with ``num_proc`` Horovod processes; one result per rank."""
-    use_legacy_keras()
+    """Train the smoke model y = SLOPE * x + INTERCEPT with ``num_proc`` Horovod processes, each on its own
+    shard of a Petastorm converter over ``rows`` Spark rows (``epochs`` x ``steps`` batches of 32).
+
+    Returns one dict per rank, sorted by rank: ``rank``, ``size``, ``loss`` (per-epoch training MSE, a
+    list of ``epochs`` floats), and the learned ``slope`` and ``intercept``.
+    """
+    ensure_keras2()
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
     from pyspark.sql import functions as F
 
@@ -80,13 +84,13 @@ def run_horovod_smoke(
 
 
 def verify_imports() -> dict[str, str]:
-    """Import every part of the pinned stack and check the traps DESIGN.md names.
+    """Import every part of the pinned stack and check its known traps (Keras 3 in place of Keras 2,
+    see :mod:`hitpredict.keras_compat`; pyarrow too new for Petastorm; Horovod without gloo; no MP3 in
+    libsndfile).
 
     Returns ``{package: version}``; raises ``RuntimeError`` naming the part that fails.
     """
-    use_legacy_keras()
-    import importlib
-
+    ensure_keras2()
     versions: dict[str, str] = {}
     for module in ("pyspark", "numpy", "pyarrow", "pandas", "tensorflow", "tf_keras", "petastorm",
                    "horovod", "deltalake", "librosa", "soundfile", "spotipy", "requests", "yaml",
@@ -101,8 +105,6 @@ def verify_imports() -> dict[str, str]:
     if not tf.keras.__name__.startswith("tf_keras"):
         raise RuntimeError("tf.keras is Keras 3: TF_USE_LEGACY_KERAS=1 was not in effect")
     import petastorm.spark  # noqa: F401 - fails with pyarrow >= 15 (pyarrow.filesystem)
-
-    from hitpredict.keras_compat import horovod_keras
 
     hvd_keras = horovod_keras()
     import horovod.tensorflow as hvd_tf

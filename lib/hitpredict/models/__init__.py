@@ -7,11 +7,13 @@ Every builder takes the same :class:`ModelSpec` and returns an uncompiled Keras 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Callable, get_args
 
+from hitpredict.families import ModelFamily
+from hitpredict.keras_compat import keras
+from hitpredict.models import baselines, cnn, crnn, inception
 from hitpredict.models.heads import ModelSpec
 
-ModelFamily = Literal["dummy", "logreg", "mlp", "cnn", "crnn", "inception"]
 FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 
 
@@ -49,8 +51,6 @@ TIME_LOCAL_TRUNKS: dict[str, TimeLocalTrunk] = {
 def split_model(model: Any, layer_name: str) -> tuple[Any, Any]:
     """(trunk, head): ``model`` up to ``layer_name``'s output, and the rest of it applied to a
     new input of that shape; both share ``model``'s layers and weights."""
-    from hitpredict.keras_compat import keras
-
     k = keras()
     cut = model.get_layer(layer_name)
     trunk = k.Model(model.inputs, cut.output, name=f"{model.name}_trunk")
@@ -70,17 +70,21 @@ def split_model(model: Any, layer_name: str) -> tuple[Any, Any]:
     return trunk, k.Model(start, tensors[model.layers[-1].name], name=f"{model.name}_head")
 
 
-def build_model(family: str, spec: ModelSpec) -> Any:
-    """Build the ``family`` model for ``spec``; ``ValueError`` names the known families."""
-    from hitpredict.models import baselines, cnn, crnn, inception
+#: family -> its builder: ``builder(spec)`` returns an uncompiled Keras 2 model.
+BUILDERS: dict[str, Callable[[ModelSpec], Any]] = {
+    "dummy": baselines.build_dummy, "logreg": baselines.build_logreg, "mlp": baselines.build_mlp,
+    "cnn": cnn.build_cnn, "crnn": crnn.build_crnn, "inception": inception.build_inception,
+}
 
-    builders: dict[str, Callable[[ModelSpec], Any]] = {
-        "dummy": baselines.build_dummy, "logreg": baselines.build_logreg, "mlp": baselines.build_mlp,
-        "cnn": cnn.build_cnn, "crnn": crnn.build_crnn, "inception": inception.build_inception,
-    }
-    if family not in builders:
+
+def build_model(family: str, spec: ModelSpec) -> Any:
+    """Build the ``family`` model for ``spec``: an uncompiled Keras 2 model whose inputs are named as
+    :func:`input_names` says (``mel`` (batch, n_mels, frames, 1) or ``summary`` (batch, summary_size)) and
+    whose output is (batch, 1) for binary and regression or (batch, n_classes) for multiclass.
+    ``ValueError`` names the known families."""
+    if family not in BUILDERS:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    return builders[family](spec)
+    return BUILDERS[family](spec)
 
 
 __all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model", "TIME_LOCAL_TRUNKS", "split_model"]

@@ -8,7 +8,11 @@ from hitpredict.models.heads import ModelSpec, head, summary_input
 
 
 def build_dummy(spec: ModelSpec) -> Any:
-    """Ignores the audio: only the output bias learns, i.e. the class prior or the mean."""
+    """Ignores the audio: only the output bias learns, i.e. the class prior or the mean.
+
+    Input ``summary`` (batch, ``spec.summary_size``), multiplied by zero; output as :func:`head`
+    gives it, (batch, 1) or (batch, n_classes). An uncompiled Keras 2 model named ``dummy``.
+    """
     k = keras()
     inputs = summary_input(spec)
     nothing = k.layers.Lambda(lambda x: x * 0.0, name="ignore_audio")(inputs)
@@ -16,12 +20,22 @@ def build_dummy(spec: ModelSpec) -> Any:
 
 
 def build_logreg(spec: ModelSpec) -> Any:
-    """Logistic (binary), linear (regression) or softmax (multiclass) regression."""
+    """Logistic (binary), linear (regression) or softmax (multiclass) regression on the summary vector.
+
+    Input ``summary`` (batch, ``spec.summary_size``); output (batch, 1) or (batch, n_classes). An
+    uncompiled Keras 2 model named ``logreg``.
+    """
     inputs = summary_input(spec)
     return keras().Model(inputs, head(spec, inputs), name="logreg")
 
 
 def build_mlp(spec: ModelSpec, units: tuple[int, ...] = (64, 32), dropout: float = 0.2) -> Any:
+    """A multilayer perceptron on the summary vector: one ReLU layer per entry of ``units`` (its width),
+    each followed by ``dropout`` (0-1).
+
+    Input ``summary`` (batch, ``spec.summary_size``); output (batch, 1) or (batch, n_classes). An
+    uncompiled Keras 2 model named ``mlp``.
+    """
     k = keras()
     inputs = summary_input(spec)
     x = inputs

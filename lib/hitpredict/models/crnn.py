@@ -10,6 +10,12 @@ from hitpredict.models.heads import ModelSpec, head, mel_input
 
 
 def build_crnn(spec: ModelSpec, filters: tuple[int, ...] = (16, 32, 32), units: int = 32) -> Any:
+    """A CRNN: one :func:`~hitpredict.models.cnn.conv_block` per entry of ``filters`` (pooling mel by 4, 4,
+    then 2, and time by 2), the mel axis averaged away, then two GRUs of ``units`` over time and the head.
+
+    Input ``mel`` (batch, n_mels, frames, 1), any n_mels and frames; output (batch, 1) or
+    (batch, n_classes). An uncompiled Keras 2 model named ``crnn``.
+    """
     k = keras()
     inputs = mel_input()
     x = inputs

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from hitpredict.keras_compat import keras
-
-Task = Literal["binary", "regression", "multiclass"]
+from hitpredict.targets import Task
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,20 @@ class ModelSpec:
 
 
 def mel_input() -> Any:
+    """The ``mel`` input: a normalised log-mel spectrogram, shape (batch, n_mels, frames, 1), any
+    n_mels and frames (the convolutional families pool over both)."""
     return keras().Input(shape=(None, None, 1), name="mel")
 
 
 def summary_input(spec: ModelSpec) -> Any:
+    """The ``summary`` input: the normalised summary vector, shape (batch, ``spec.summary_size``)."""
     return keras().Input(shape=(spec.summary_size,), name="summary")
 
 
 def head(spec: ModelSpec, features: Any) -> Any:
-    """The output layer for ``spec.task`` on top of ``features``."""
+    """The output layer for ``spec.task`` on top of ``features`` (batch, width): one sigmoid unit
+    (binary, probability 0-1), one linear unit (regression) or ``spec.n_classes`` softmax units
+    (multiclass); output shape (batch, 1) or (batch, n_classes)."""
     k = keras()
     init = k.initializers.GlorotUniform(seed=spec.seed)
     if spec.task == "binary":
@@ -54,7 +58,9 @@ def head(spec: ModelSpec, features: Any) -> Any:
 
 
 def loss_and_metrics(spec: ModelSpec) -> tuple[str, list[Any]]:
-    """The loss to compile with and the metrics to watch for ``spec.task``."""
+    """The loss to compile with (a Keras name) and the metrics to watch (Keras metric objects) for
+    ``spec.task``: binary cross-entropy with AUC and accuracy, MSE with MAE, or sparse categorical
+    cross-entropy with accuracy."""
     k = keras()
     if spec.task == "binary":
         return "binary_crossentropy", [k.metrics.AUC(name="auc"), k.metrics.BinaryAccuracy(name="accuracy")]

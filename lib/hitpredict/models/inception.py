@@ -9,6 +9,13 @@ from hitpredict.models.heads import ModelSpec, head
 
 
 def build_inception(spec: ModelSpec, widths: tuple[int, ...] = (1, 3, 5, 9), filters: int = 16) -> Any:
+    """An Inception-style CNN: per entry of ``widths``, ``filters`` ReLU kernels spanning all
+    ``spec.n_mels`` bands over that many frames; their outputs concatenated, a 3-frame 1-D convolution,
+    then global average and max pooling over time and the head.
+
+    Input ``mel`` (batch, ``spec.n_mels``, frames, 1), any frames; output (batch, 1) or
+    (batch, n_classes). An uncompiled Keras 2 model named ``inception``.
+    """
     k = keras()
     inputs = k.Input(shape=(spec.n_mels, None, 1), name="mel")  # the full mel axis is the kernel height
     branches = []

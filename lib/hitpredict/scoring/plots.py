@@ -1,4 +1,4 @@
-"""Report plots as PNG files (matplotlib, no display needed)."""
+"""Report plots as PNG files (drawn through :mod:`hitpredict.plotting`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +6,12 @@ from typing import Sequence
 
 import numpy as np
 
-from hitpredict.train.plots import PLAIN_TEXT, _pyplot, _save
+from hitpredict.plotting import PLAIN_TEXT, pyplot, save_figure
 
 
 def score_histogram(values: np.ndarray, label: str, threshold: float | None, path: Path) -> Path:
     """Distribution of the catalogue's scores."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.hist(values, bins=min(40, max(5, len(values) // 5)), color="#3b6ea8", edgecolor="white")
     if threshold is not None:
@@ -20,12 +20,12 @@ def score_histogram(values: np.ndarray, label: str, threshold: float | None, pat
     ax.set_xlabel(label, **PLAIN_TEXT)
     ax.set_ylabel("tracks")
     ax.set_title(f"{label} over {len(values)} scored tracks", **PLAIN_TEXT)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def percentile_curve(scores: np.ndarray, percentiles: np.ndarray, top: int, label: str, path: Path) -> Path:
     """Score -> percentile in the model's reference distribution, every track a point, the top ones marked."""
-    plt = _pyplot()
+    plt = pyplot()
     order = np.argsort(scores)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(scores[order], percentiles[order], color="#3b6ea8", linewidth=1.5, label="catalogue tracks")
@@ -35,13 +35,13 @@ def percentile_curve(scores: np.ndarray, percentiles: np.ndarray, top: int, labe
     ax.set_ylabel("percentile (model's reference)")
     ax.set_ylim(0, 100)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def importance_strip(mel_db: np.ndarray, seconds: float, importance: Sequence[float], segment_seconds: float,
                      title: str, path: Path) -> Path:
     """The log-mel spectrogram with, under it, how much each segment raises (red) or lowers (blue) the score."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 3.2), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
     top.imshow(mel_db, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, mel_db.shape[0]))
     top.set_ylabel("mel band")
@@ -60,4 +60,4 @@ def importance_strip(mel_db: np.ndarray, seconds: float, importance: Sequence[fl
     bottom.set_xlim(0, seconds)
     bottom.set_xlabel("seconds (segment importance: score drop when the segment is replaced by the training mean)")
     bottom.xaxis.label.set_size(7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,19 +1,21 @@
 """From a model reference in the config to a local bundle folder and its identity.
 
-A reference is a registered model (name plus version or alias, default the latest
-version) or a bundle folder on disk. The identity (name, version) is what the
-``scores`` table records, so a track is scored once per model version.
+A reference (:class:`hitpredict.config.ModelRef`, which parses and writes its text form) is a
+registered model (name plus version or alias, default the latest version) or a bundle folder on
+disk. The identity (name, version) is what the ``scores`` table records, so a track is scored
+once per model version.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from hitpredict.config import MlflowConfig, ModelRef
 from hitpredict.train.bundle import BUNDLE_FILE, WEIGHTS_FILE, BundleError, ModelBundle
+from hitpredict.train.tracking import configure
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +35,12 @@ class ResolvedModel:
 
     @property
     def label(self) -> str:
+        """``NAME vVERSION``: how reports and the scoring summary name this model."""
         return f"{self.name} v{self.version}"
 
 
-def parse_model_ref(text: str) -> ModelRef:
-    """``NAME``, ``NAME/3``, ``NAME@alias`` or a bundle folder path (anything with a path separator
-    that exists, or ``./...``) -> :class:`ModelRef`."""
-    if Path(text).is_dir() or text.startswith((".", "/", "~")):
-        return ModelRef(path=str(Path(text).expanduser()))
-    if "@" in text:
-        name, _, alias = text.partition("@")
-        return ModelRef(name=name, version=alias)
-    if "/" in text:
-        name, _, version = text.rpartition("/")
-        return ModelRef(name=name, version=version)
-    return ModelRef(name=text)
-
-
 def _bundle_fingerprint(directory: Path) -> str:
+    """First 12 hex digits of the sha256 of a bundle folder's ``bundle.json`` and weights: a bundle path's version."""
     digest = hashlib.sha256()
     for name in (BUNDLE_FILE, WEIGHTS_FILE):
         digest.update((directory / name).read_bytes())
@@ -58,10 +48,10 @@ def _bundle_fingerprint(directory: Path) -> str:
 
 
 def _registry_version(ref: ModelRef, mlflow_config: MlflowConfig) -> str:
+    """The version number ``ref`` names in the registry (its alias resolved, the latest if none);
+    ``BundleError`` (one line, listing the versions) if there is none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from hitpredict.train.tracking import configure
 
     where = configure(mlflow_config)
     client = MlflowClient()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hitpredict.audio_params import AudioParams
+from hitpredict.features import decode_mel
 from hitpredict.scoring import plots
 from hitpredict.scoring.scorer import ScoreError
 from hitpredict.scoring.view import latest_scores
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Report:
+    """What :func:`render_report` wrote: the page, the CSV, the PNGs (in page order) and the tracks
+    (one row per track, best first)."""
+
     html: Path
     csv: Path
     images: list[Path] = field(default_factory=list)
@@ -33,6 +37,8 @@ class Report:
 
 
 def similar_text(value: Any, limit: int = 3) -> str:
+    """The first ``limit`` similar artists of a ``similar_artists`` value as text,
+    ``"A (42%), B (17%)"``; ``""`` for none."""
     if value is None or len(value) == 0:
         return ""
     return ", ".join(f"{item['artist']} ({item['prob']:.0%})" for item in list(value)[:limit])
@@ -93,15 +99,13 @@ def _spectrograms(lake: "Lake", track_ids: list[str]) -> dict[str, tuple[np.ndar
     """The stored log-mel of a few tracks and their window length in seconds."""
     from pyspark.sql import functions as F
 
-    from hitpredict.features import decode_mel
-
     rows = (lake.read("features").where(F.col("track_id").isin(track_ids) & (F.col("status") == "ok"))
             .select("track_id", "mel", "mel_shape", "audio_params").collect())
     out = {}
     for row in rows:
-        audio = json.loads(row.audio_params)
+        params = AudioParams.from_json(row.audio_params)
         mel = decode_mel(row.mel, row.mel_shape).astype(np.float32)
-        out[row.track_id] = (mel, mel.shape[1] * audio["hop_length"] / audio["sample_rate"])
+        out[row.track_id] = (mel, mel.shape[1] * params.hop_length / params.sample_rate)
     return out
 
 

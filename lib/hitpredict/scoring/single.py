@@ -11,20 +11,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from hitpredict.audio_params import AudioParams
+from hitpredict.clip_features import features_row
 from hitpredict.scoring.registry import ResolvedModel
-from hitpredict.scoring.scorer import ScoreError, ScoreSettings, mel_params, score_rows
+from hitpredict.scoring.scorer import ScoreError, ScoreSettings, score_rows
 from hitpredict.scoring.view import merge_models
+from hitpredict.train.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
 
 def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSettings,
                min_seconds: float = 5.0) -> pd.DataFrame:
-    """One track row (see ``view.merge_models``) for the audio file at ``path``."""
+    """One track row (see ``view.merge_models``) for the audio file at ``path``, scored by every model
+    of ``models``, each on a spectrogram made with its own audio parameters; ``min_seconds``: the
+    shortest audio accepted, seconds. ``ScoreError`` if the file cannot be read or decoded."""
     from threadpoolctl import threadpool_limits
-
-    from hitpredict.stages.extract_features import features_row
-    from hitpredict.train.bundle import ModelBundle
 
     path = Path(path)
     try:
@@ -37,7 +39,7 @@ def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSet
     features = {}
     rows = []
     for model, bundle in zip(models, bundles):
-        params = mel_params(model.audio)
+        params = AudioParams.from_dict(model.audio)
         if params not in features:
             with threadpool_limits(1):   # as extract_features: the same bytes give the same bits
                 features[params] = features_row(path.name, None, audio, params, min_seconds, with_summary)

@@ -128,6 +128,7 @@ class ApiClient:
         self.paced_s = 0.0             # seconds spent keeping to the per-host rates
 
     def close(self) -> None:
+        """Close the HTTP session and its pooled connections."""
         self._session.close()
 
     def __enter__(self) -> "ApiClient":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from hitpredict.config import ResolveConfig
 from hitpredict.sources.api_client import ApiClient, ApiError, in_band_error
@@ -32,6 +32,8 @@ DEEZER_NO_DATA = 800
 
 @dataclass(frozen=True)
 class TrackQuery:
+    """One catalogue track to look up: its id, and the ISRC and/or title + artist to look it up by."""
+
     track_id: str
     title: str | None = None
     artist: str | None = None
@@ -56,7 +58,17 @@ class Resolution:
 
     @property
     def found(self) -> bool:
+        """Whether this service gave a preview URL."""
         return self.status == "found"
+
+
+def tried_text(answers: list[Resolution]) -> str:
+    """``"deezer: not_found (why); itunes: found by search"``: every service's answer, for rejects and logs."""
+    parts = []
+    for a in answers:
+        how = f" by {a.method}" if a.found else f" ({a.detail})" if a.detail else ""
+        parts.append(f"{a.service}: {a.status}{how}")
+    return "; ".join(parts)
 
 
 class PreviewLookup:
@@ -79,9 +91,6 @@ class PreviewLookup:
             if answer.found:
                 break
         return answers
-
-    def resolve_all(self, queries: Iterable[TrackQuery]) -> list[Resolution]:
-        return [self.resolve(q)[-1] for q in queries]
 
     # ------------------------------------------------------------------ Deezer
     def _deezer_get(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:

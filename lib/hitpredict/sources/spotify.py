@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 import pandas as pd
 from urllib3.util.retry import Retry
@@ -33,6 +34,7 @@ from urllib3.util.retry import Retry
 from hitpredict.config import SpotifyConfig
 from hitpredict.http_retry import first_line
 from hitpredict.ingest import SourceError
+from hitpredict.sources.matching import normalise_name
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ class SpotifyError(SourceError):
 
 @dataclass
 class CrawlStats:
+    """Counts of one crawl: search slices, artists, albums, tracks seen and dropped as duplicates, and
+    how many kept tracks lack each field the API may withhold."""
+
     crawl: str = ""                                           # what was crawled: "genre:hip hop", ...
     slices: int = 0
     capped_slices: list[str] = field(default_factory=list)   # slices still over the cap after splitting
@@ -80,6 +85,7 @@ class CrawlStats:
                 "token_refreshes": self.token_refreshes, "batch_endpoint": self.batch_endpoint}
 
     def summary(self) -> str:
+        """The counts as one log line."""
         withheld = ", ".join(f"{k} {self.withheld.get(k, 0)}" for k in WITHHELD_FIELDS)
         return (f"{self.crawl}: {self.slices} search slices, {self.artists} artists, {self.albums} albums, "
                 f"{self.tracks_seen} tracks seen, {self.duplicate_ids} duplicate ids, {self.duplicate_isrcs} "
@@ -103,15 +109,15 @@ class CappedRetry(Retry):
         self.max_wait_s = max_wait_s
 
     def new(self, **kwargs: Any) -> "CappedRetry":
+        """The next retry state (urllib3 makes one per attempt), keeping ``max_wait_s``."""
         retry = super().new(**kwargs)
         retry.max_wait_s = self.max_wait_s
         return retry
 
     def sleep_for_retry(self, response: Any) -> bool:
+        """Sleep ``Retry-After`` as urllib3 does; raise :class:`RetryAfterTooLong` if it is over ``max_wait_s``."""
         wait = self.get_retry_after(response)
         if wait is not None and wait > self.max_wait_s:
-            from urllib.parse import urlsplit
-
             raise RetryAfterTooLong(wait, response.status, urlsplit(getattr(response, "url", "") or "").path)
         return super().sleep_for_retry(response)
 
@@ -161,7 +167,7 @@ class SpotifyCrawler:
 
     A crawl is levels of units: search slices (driver, sequential: a capped slice is split),
     then one unit per artist (its album ids) and one per album (its track rows); the last
-    two fan out across executors (``hitpredict.stages.spotify_crawl``). :func:`assemble`
+    two fan out across executors (``hitpredict.fanouts.spotify_crawl``). :func:`assemble`
     turns the album units' rows into the catalogue source rows, in a fixed order, so the
     result does not depend on which units ran when.
     """
@@ -273,8 +279,6 @@ class SpotifyCrawler:
 
     def find_artist(self, ref: str) -> list[list[str]]:
         """``[[id, name]]`` for an artist id, URI, URL or exact name (case and accents aside); ``[]`` if none."""
-        from hitpredict.sources.matching import normalise_name
-
         ref = ref.strip()
         artist_id = spotify_id(ref, "artist")
         if artist_id:
@@ -326,21 +330,6 @@ class SpotifyCrawler:
         items = [item.get("track") or item.get("item") for item in self._pages(page)]
         return [track_row(t, genre) for t in items if t and t.get("type", "track") == "track" and t.get("id")]
 
-    # ------------------------------------------------------------------ a whole genre in one process
-    def crawl_genre(self, genre: str) -> pd.DataFrame:
-        """Catalogue source rows for every track of the genre's artists, crawled in this process."""
-        self.stats = CrawlStats(crawl=f"genre:{genre}")
-        artists = self.genre_artists(genre)
-        rows: list[dict[str, Any]] = []
-        for artist_id in sorted(artists):
-            albums = self.artist_albums(artist_id)
-            self.stats.albums += len(albums)
-            for album_id in albums:
-                rows += self.album_rows(album_id, genre)
-        frame = assemble(rows, self.stats)
-        log.info("spotify crawl: %s", self.stats.summary())
-        return frame
-
 
 _ID = re.compile(r"^[0-9A-Za-z]{22}$")
 
@@ -391,14 +380,6 @@ def assemble(rows: Iterable[dict[str, Any]], stats: CrawlStats) -> pd.DataFrame:
         kept.append(row)
     frame = pd.DataFrame(kept, columns=SOURCE_COLUMNS)
     return frame.sort_values("track_id", kind="stable").reset_index(drop=True)
-
-
-def crawler_from_config(config: Any) -> SpotifyCrawler:
-    """A crawler with the credentials of ``config.secrets`` (a :class:`~hitpredict.config.Config`),
-    or of its Databricks secret scope."""
-    from hitpredict.credentials import spotify_credentials
-
-    return crawler_with(config.spotify, spotify_credentials(config.secrets))
 
 
 def crawler_with(spotify: SpotifyConfig, secrets: Any) -> SpotifyCrawler:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from hitpredict.lake import Lake
+
+log = logging.getLogger(__name__)
 
 
 def record_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema, rows_per_batch: int) -> Iterator[pa.RecordBatch]:
@@ -42,10 +46,12 @@ class StageReport:
     details: list[str] = field(default_factory=list)
 
     def count_failure(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` failed rows of error kind ``kind``."""
         self.failed[kind] = self.failed.get(kind, 0) + n
 
     @property
     def failed_total(self) -> int:
+        """Failed rows, all kinds together."""
         return sum(self.failed.values())
 
     def add_outcomes(self, outcomes: Counter[tuple[str, str | None]]) -> None:
@@ -57,6 +63,7 @@ class StageReport:
                 self.count_failure(kind or "unknown", n)
 
     def failures_text(self) -> str:
+        """``decode_error 3, timeout 1``: failures by kind, most frequent first; ``-`` for none."""
         return ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
 
 
@@ -80,9 +87,6 @@ def append_by_groups(lake: "Lake", source: str, columns: list[str], keys: "DataF
     """Run the ``mapInArrow`` function ``task`` over the ``ok`` rows of ``source`` joined (``how``) to
     ``keys`` on track_id, one group of ``source``'s files at a time, appending each group's output
     (``schema``) to ``target`` in a commit of its own: a crash loses one group at most."""
-    import logging
-    import time
-
     from pyspark.sql.pandas.types import from_arrow_schema
 
     started = time.monotonic()
@@ -93,5 +97,5 @@ def append_by_groups(lake: "Lake", source: str, columns: list[str], keys: "DataF
         rows = group.where("status = 'ok'").select(*columns).join(keys, "track_id", how)
         rows = rows.repartition(max(parallelism, rows.rdd.getNumPartitions()))
         lake.append(target, rows, commit_info, transform=task, transform_schema=from_arrow_schema(schema))
-        logging.getLogger(__name__).info("%s: group %d/%d committed (%.1fs)", stage, number, len(groups),
+        log.info("%s: group %d/%d committed (%.1fs)", stage, number, len(groups),
                                          time.monotonic() - started)

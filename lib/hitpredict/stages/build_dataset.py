@@ -1,9 +1,9 @@
 """build_dataset: catalogue + features -> ``examples`` (split, label, spectrogram) + ``datasets``.
 
 Splits and labels are computed on the driver from keys only (track, artist, audio hash,
-popularity); spectrograms are joined on the executors. Normalisation statistics come
-from the training split alone. A build with the same config over the same inputs is
-found in ``datasets`` and not repeated.
+popularity), by :func:`hitpredict.dataset.label_examples`; spectrograms are joined on the
+executors. Normalisation statistics come from the training split alone. A build with the
+same config over the same inputs is found in ``datasets`` and not repeated.
 """
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hitpredict.config import Config
-from hitpredict.dataset import (
-    DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, dataset_id, popular_threshold,
-    split_groups,
-)
+from hitpredict.dataset import RunningMoments, check_shapes, dataset_id, label_examples
 from hitpredict.lake import Lake
 from hitpredict.stages.base import StageReport
 
@@ -29,8 +26,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
-#: What ``dataset.popularity_sources`` calls popularity with no ``popularity_source`` (older catalogue rows).
-UNNAMED_SOURCE = "unnamed"
 _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
                 "rows long, summary_total binary, summary_squares binary")
 
@@ -60,64 +55,15 @@ def popularity_sources_line(counts: dict[str, int]) -> str:
 
 
 def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
-    """Keys, splits and labels of every usable track (driver side, no spectrograms)."""
-    cfg = config.dataset
+    """Keys, splits and labels of every usable track (driver side, no spectrograms): the keys of
+    tracks with ok features, read from the lake, labelled by :func:`~hitpredict.dataset.label_examples`."""
     features = lake.read_columns("features", ["track_id", "status", "audio_sha256", "mel_shape"]).to_pandas()
     features = features[features["status"] == "ok"].drop(columns="status")
     shape = check_shapes(features["mel_shape"].tolist())
     catalogue = lake.read_columns("catalogue", ["track_id", "primary_artist", "popularity", "popularity_source",
                                                 "region"]).to_pandas()
-    rows = features.merge(catalogue, on="track_id", how="inner")
-    target = cfg.target
-    popularity_sources: dict[str, int] = {}
-    if target in ("popular", "popularity"):
-        rows = rows[rows["popularity"].notna()]
-        named = rows["popularity_source"].fillna(UNNAMED_SOURCE)
-        if cfg.popularity_sources is not None:
-            chosen = named.isin(cfg.popularity_sources)
-            if not chosen.any():
-                found = ", ".join(f"{k} {v}" for k, v in sorted(named.value_counts().items())) or "none"
-                raise DatasetError(f"target {target!r}: no track with ok features has popularity from "
-                                   f"{', '.join(cfg.popularity_sources)} (dataset.popularity_sources); "
-                                   f"these have: {found}")
-            rows, named = rows[chosen], named[chosen]
-        popularity_sources = {str(k): int(v) for k, v in sorted(named.value_counts().items())}
-    elif target == "region":
-        rows = rows[rows["region"].notna()]
-    else:
-        top = rows["primary_artist"].dropna().value_counts().head(cfg.artist_top_n).index
-        rows = rows[rows["primary_artist"].isin(top)]
-    if rows.empty:
-        raise DatasetError(f"target {target!r}: no track has both ok features and a {target} value")
-    rows = rows.sort_values("track_id").reset_index(drop=True)
-    if target == "artist":
-        group = rows["track_id"].tolist()  # the label is the artist: group by track instead
-    else:
-        group = [a if isinstance(a, str) and a else f"track:{t}" for a, t in zip(rows["primary_artist"], rows["track_id"])]
-    group = split_groups(group, rows["audio_sha256"].tolist())
-    if target in ("popular", "popularity"):
-        stratum = pd.qcut(rows["popularity"].rank(method="first"), q=min(4, len(rows)), labels=False).astype(str)
-    else:
-        stratum = rows["primary_artist" if target == "artist" else "region"].astype(str)
-    rows["split"] = assign_splits(group, stratum.tolist(), cfg.split_fractions, cfg.seed)
-    meta: dict = {"target": target, "mel_shape": list(shape), "threshold": None, "label_names": None,
-                  "popularity_sources": popularity_sources}
-    if target == "popular":
-        threshold = popular_threshold(rows["popularity"], rows["split"], cfg.popular_threshold, cfg.popular_quantile)
-        rows["label"] = (rows["popularity"] >= threshold).astype(float)
-        rows["label_name"] = np.where(rows["label"] > 0, "popular", "not_popular")
-        meta.update(threshold=threshold, label_names=["not_popular", "popular"])
-    elif target == "popularity":
-        rows["label"] = rows["popularity"].astype(float)
-        rows["label_name"] = None
-    else:
-        column = "primary_artist" if target == "artist" else "region"
-        names = sorted(rows[column].unique())
-        rows["label"] = rows[column].map({n: float(i) for i, n in enumerate(names)})
-        rows["label_name"] = rows[column]
-        meta["label_names"] = names
-    check_classes(rows["label"], rows["split"], target)
-    return rows, meta
+    keys = features.merge(catalogue, on="track_id", how="inner")
+    return label_examples(keys, config.dataset, shape)
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:

@@ -1,11 +1,11 @@
 """extract_features: every ``ok`` preview without features -> ``features`` (log-mel + summary).
 
-Each task computes its rows (decode the centre window only, then the mel math) in one
-memory-capped child process forked from the executor's Python worker
-(``features.decode_in_child``), one thread each, so the same bytes always give bit-identical
-features; the worker writes the Parquet files, so spectrograms never travel back through
-the JVM. Per-track failures (corrupt, empty, too short, silent, unsupported, a decoder that
-crashed, hung or ran out of memory) become ``failed`` rows with their error kind: the job
+Each task computes its rows (:func:`hitpredict.clip_features.features_row`: decode the centre
+window only, then the mel math) in one memory-capped child process forked from the executor's
+Python worker (``features.decode_in_child``), one thread each, so the same bytes always give
+bit-identical features; the worker writes the Parquet files, so spectrograms never travel back
+through the JVM. Per-track failures (corrupt, empty, too short, silent, unsupported, a decoder
+that crashed, hung or ran out of memory) become ``failed`` rows with their error kind: the job
 never dies on one bad file, and never retries one either.
 """
 from __future__ import annotations
@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 
-from hitpredict.audio import DecodeLimits
+from hitpredict.audio import DecodedClip, DecodeLimits, decode_clip
+from hitpredict.audio_params import AudioParams
+from hitpredict.clip_features import DETAIL_CHARS, failed_row, features_row
 from hitpredict.config import Config
-from hitpredict.features import MelParams
+from hitpredict.features import keep_freed_memory
+from hitpredict.isolation import IsolatedWorker, WorkerFailed
 from hitpredict.lake import Lake
 from hitpredict.schemas import FEATURES
 from hitpredict.stages.base import StageReport, append_by_groups, outcomes_since, record_batches
@@ -27,45 +30,7 @@ from hitpredict.stages.base import StageReport, append_by_groups, outcomes_since
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from hitpredict.audio import DecodedClip
-
 log = logging.getLogger(__name__)
-
-
-def _row(track_id: str, sha256: str | None, params: MelParams) -> dict[str, Any]:
-    """A ``features`` row, failed until filled in."""
-    return {
-        "track_id": track_id, "audio_sha256": sha256, "status": "failed", "error_kind": None,
-        "error_detail": None, "duration_s": None, "mel": None, "mel_shape": None, "summary": None,
-        "audio_params": params.to_json(), "extracted_at": dt.datetime.now(dt.timezone.utc),
-    }
-
-
-def features_row(track_id: str, sha256: str | None, audio: bytes | None, params: MelParams,
-                 min_seconds: float, with_summary: bool = True,
-                 decode: Callable[..., "DecodedClip"] | None = None) -> dict[str, Any]:
-    """One ``features`` row for one preview: ok with mel and summary (unless not ``with_summary``),
-    or failed with its kind. ``decode`` (default :func:`~hitpredict.audio.decode_clip`) is called
-    as ``decode(data, sample_rate, window_s, min_seconds)``."""
-    from hitpredict.audio import AudioError, decode_clip
-    from hitpredict.features import encode_mel, log_mel, summary_vector
-
-    row = _row(track_id, sha256, params)
-    try:
-        clip = (decode or decode_clip)(audio or b"", params.sample_rate, params.clip_seconds, min_seconds)
-        row["duration_s"] = clip.duration_s
-        mel_db, power = log_mel(clip.samples, params)
-        row["mel"], row["mel_shape"] = encode_mel(mel_db)
-        if with_summary:
-            row["summary"] = summary_vector(mel_db, power, params).tolist()
-        row["status"] = "ok"
-    except AudioError as err:
-        row["error_kind"], row["error_detail"] = err.kind, err.detail[:500]
-    except MemoryError as exc:  # the decoder's child process is memory-capped
-        row["error_kind"], row["error_detail"] = "decode_error", f"ran out of memory: {exc}"[:500]
-    except Exception as exc:  # noqa: BLE001 - one bad file never kills the job
-        row["error_kind"], row["error_detail"] = "feature_error", f"{type(exc).__name__}: {exc}"[:500]
-    return row
 
 
 class FeatureTask:
@@ -77,9 +42,9 @@ class FeatureTask:
     ``decode_fn`` replaces :func:`~hitpredict.audio.decode_clip` (called with ``limits`` last).
     """
 
-    def __init__(self, params: MelParams, min_seconds: float, out_rows: int = 16,
+    def __init__(self, params: AudioParams, min_seconds: float, out_rows: int = 16,
                  limits: DecodeLimits | None = None, isolate: bool = True, memory_mib: int = 512,
-                 timeout_s: float = 60.0, decode_fn: Callable[..., "DecodedClip"] | None = None) -> None:
+                 timeout_s: float = 60.0, decode_fn: Callable[..., DecodedClip] | None = None) -> None:
         self.params = params
         self.min_seconds = min_seconds
         self.out_rows = out_rows
@@ -89,9 +54,9 @@ class FeatureTask:
         self.timeout_s = timeout_s
         self.decode_fn = decode_fn
 
-    def decode(self, data: bytes, sample_rate: int, window_s: float, min_seconds: float) -> "DecodedClip":
-        from hitpredict.audio import decode_clip
-
+    def decode(self, data: bytes, sample_rate: int, window_s: float, min_seconds: float) -> DecodedClip:
+        """``data`` decoded by ``decode_fn`` or :func:`~hitpredict.audio.decode_clip`, within ``limits``:
+        ``window_s`` seconds from the centre at ``sample_rate`` Hz (``DecodedClip.samples``: float32, mono)."""
         return (self.decode_fn or decode_clip)(data, sample_rate, window_s, min_seconds, self.limits)
 
     def row(self, audio: bytes, track_id: str, sha256: str | None) -> dict[str, Any]:
@@ -115,8 +80,6 @@ class FeatureTask:
 
     def rows(self, items: Iterator[tuple[str, str | None, bytes | None]]) -> Iterator[dict[str, Any]]:
         """Rows for (track_id, sha256, audio) items, in a child process unless not ``isolate``."""
-        from hitpredict.isolation import IsolatedWorker, WorkerFailed
-
         if not self.isolate:
             for track_id, sha, audio in items:
                 yield self.row(audio or b"", track_id, sha)
@@ -126,14 +89,13 @@ class FeatureTask:
                 try:
                     yield worker.call(audio or b"", track_id, sha)
                 except WorkerFailed as err:
-                    row = _row(track_id, sha, self.params)
-                    row["error_kind"], row["error_detail"] = "decode_error", f"decoder {err.detail}"[:500]
+                    row = failed_row(track_id, sha, self.params)
+                    row["error_kind"], row["error_detail"] = "decode_error", f"decoder {err.detail}"[:DETAIL_CHARS]
                     yield row
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``mapInArrow``: batches of (track_id, sha256, audio) -> batches of ``features`` rows."""
         from threadpoolctl import threadpool_limits
-
-        from hitpredict.features import keep_freed_memory
 
         keep_freed_memory()
 
@@ -155,7 +117,7 @@ def pending_ids(lake: Lake) -> list[str]:
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None = None,
-        decode_fn: Callable[..., "DecodedClip"] | None = None) -> StageReport:
+        decode_fn: Callable[..., DecodedClip] | None = None) -> StageReport:
     """Extract features for every pending preview (of ``only``, when given), committing group by group.
     ``decode_fn`` replaces :func:`~hitpredict.audio.decode_clip` in the executors (tests inject faults)."""
     from pyspark.sql import functions as F
@@ -163,7 +125,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
     started = time.monotonic()
     since = dt.datetime.now(dt.timezone.utc)
     report = StageReport("extract_features")
-    params = MelParams.from_config(config.audio)
+    params = AudioParams.from_config(config.audio)
     lake.ensure("features")
     todo = pending_ids(lake)
     if only is not None:

@@ -38,9 +38,8 @@ from hitpredict.lake import Lake, LakeWriteError
 from hitpredict.schemas import PREVIEWS
 from hitpredict.signed_urls import is_expired, signed_url_expiry
 from hitpredict.sources.api_client import ApiClient
-from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery
+from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery, tried_text
 from hitpredict.stages.base import StageReport, outcomes_since, record_batches
-from hitpredict.stages.resolve_previews import tried_text
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -23,6 +23,8 @@ import pandas as pd
 
 from hitpredict.audio_paths import local_path, real_roots
 from hitpredict.config import Config
+from hitpredict.fanouts import spotify_crawl
+from hitpredict.fanouts.resolve_previews import resolve_previews
 from hitpredict.ingest import SourceError, clean_value, normalise_catalogue, normalise_isrc, resolve_columns
 from hitpredict.lake import Lake
 from hitpredict.sources.folder import read_folder
@@ -88,8 +90,6 @@ def fill_previews(config: Config, spark: "SparkSession", raw: pd.DataFrame, colu
     had none), what the services said per row number for rows left without audio, and
     counts per service and outcome.
     """
-    from hitpredict.stages.resolve_previews import resolve_previews
-
     isrcs = raw[columns["isrc"]].map(lambda v: normalise_isrc(clean_value(v))) if columns.get("isrc") \
         else pd.Series(None, index=raw.index, dtype=object)
     need = _blank(raw, columns.get("audio_uri")) & _blank(raw, columns.get("preview_url"))
@@ -157,8 +157,6 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
     kind = config.ingest.source or ("spotify" if genre or artists or playlist else None)
     crawl = None
     if kind == "spotify":
-        from hitpredict.stages import spotify_crawl
-
         request = spotify_crawl.CrawlRequest.from_config(config.spotify, genre, artists, playlist, crawl_tag)
         source = f"spotify:{request.crawl_id}"
         crawl = spotify_crawl.crawl(config, spark, lake, request)
@@ -232,17 +230,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
     if default_roots and local_audio:
         record_roots(lake, roots, source)
     if crawl is not None:
-        s = crawl.stats
-        report.details.append(
-            f"spotify: {len(crawl.rows)} tracks from {s.artists} artists, {s.albums} albums ({s.tracks_seen} seen, "
-            f"{s.duplicate_ids} duplicate ids, {s.duplicate_isrcs} duplicate ISRCs); {crawl.units_crawled} units "
-            f"crawled, {crawl.units_resumed} resumed from crawl_state; batch /tracks {s.batch_endpoint}")
-        report.details.append("withheld by spotify: " + ", ".join(
-            f"{name} {n}" for name, n in s.as_record()["withheld"].items()))
-        if crawl.missing_artists:
-            report.details.append(f"artists not found: {', '.join(crawl.missing_artists)}")
-        if s.capped_slices:
-            report.details.append(f"search slices still over the offset cap: {'; '.join(s.capped_slices)}")
+        report.details += crawl.report_lines()
     report.details += _outcome_lines(looked_up, outcomes)
     if report.ok:
         report.details.append("popularity of new tracks: " + ", ".join(

@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
+from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
 from hitpredict.schemas import SCORES
 from hitpredict.scoring.registry import ResolvedModel, resolve_model
-from hitpredict.scoring.scorer import ScoreError, ScoreSettings, mel_params, params_of_features, score_rows
+from hitpredict.scoring.scorer import ScoreError, ScoreSettings, score_rows
 from hitpredict.stages.base import StageReport, append_by_groups
+from hitpredict.train.bundle import ModelBundle
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -41,15 +44,13 @@ _SPARK_FILES = "sparkfiles:"
 
 @dataclass
 class ScoreResult:
+    """What a score_catalogue run did: its stage report, the models it scored with, the rows each
+    wrote and the tracks it looked at."""
+
     report: StageReport
     models: list[ResolvedModel] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)   # model label -> rows written by this run
     track_ids: list[str] = field(default_factory=list)      # tracks this run looked at
-
-
-def settings_of(config: Config) -> ScoreSettings:
-    s = config.score
-    return ScoreSettings(top_k_artists=s.top_k_artists, explain=s.explain, segment_seconds=s.segment_seconds)
 
 
 def resolve_models(config: Config) -> list[ResolvedModel]:
@@ -65,12 +66,12 @@ def resolve_models(config: Config) -> list[ResolvedModel]:
 def check_audio(models: list[ResolvedModel], features_params: Counter) -> None:
     """Refuse a model whose spectrogram parameters differ from those of the features to score."""
     for model in models:
-        wanted = mel_params(model.audio)
+        wanted = AudioParams.from_dict(model.audio)
         for params_json, count in features_params.items():
-            have = params_of_features(params_json)
+            have = AudioParams.from_json(params_json)
             if have != wanted:
-                diff = ", ".join(f"{k} {v} (model) vs {vars(have)[k]} (features)"
-                                 for k, v in vars(wanted).items() if vars(have)[k] != v)
+                diff = ", ".join(f"{k} {v} (model) vs {h} (features)"
+                                 for k, (v, h) in wanted.differences(have).items())
                 raise ScoreError(
                     f"{model.label} was trained on other audio parameters than the features of {count} track(s) "
                     f"to score: {diff}; extract features with the model's parameters (hitpredict score-folder "
@@ -134,11 +135,10 @@ class ScoreTask:
         self.settings = settings
         self.threads = threads
 
-    def _load(self):
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    def _load(self) -> list[ModelBundle]:
+        """Every model of ``models``, from this worker's cache or loaded (TensorFlow set to ``threads``)."""
+        ensure_keras2()
         import tensorflow as tf
-
-        from hitpredict.train.bundle import ModelBundle
 
         for gpu in tf.config.list_physical_devices("GPU"):   # tasks sharing a GPU take memory as they need it
             try:
@@ -166,6 +166,8 @@ class ScoreTask:
         return bundles
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``mapInArrow``: batches of (track_id, mel, summary, models) -> batches of ``scores`` rows, one
+        per track and model index listed in its ``models``."""
         bundles = None
         for batch in batches:
             if batch.num_rows == 0:
@@ -200,8 +202,8 @@ def run(config: Config, spark: "SparkSession", lake: Lake, models: list[Resolved
     if todo:
         wanted = spark.createDataFrame(list(todo.items()), "track_id string, models array<int>")
         wanted = F.broadcast(wanted) if len(todo) <= 1_000_000 else wanted
-        task = ScoreTask([(m.name, m.version, ship_folder(spark, m.bundle_dir)) for m in models], settings_of(config),
-                         task_threads(spark))
+        task = ScoreTask([(m.name, m.version, ship_folder(spark, m.bundle_dir)) for m in models],
+                         ScoreSettings.from_config(config), task_threads(spark))
         batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
         previous = spark.conf.get(batch_key, None)
         spark.conf.set(batch_key, str(ROWS_PER_ARROW_BATCH))

@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
 from hitpredict.lake import Lake
-from hitpredict.scoring.scorer import ScoreError, mel_params
+from hitpredict.scoring.registry import ResolvedModel
+from hitpredict.scoring.scorer import ScoreError
 from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue, score_catalogue
 from hitpredict.stages.base import StageReport
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FolderResult:
+    """What a score-folder run did: the report of each stage it ran, the score result and the
+    folder's track ids."""
+
     stages: list[StageReport] = field(default_factory=list)
     score: "score_catalogue.ScoreResult | None" = None
     track_ids: list[str] = field(default_factory=list)
@@ -37,16 +42,16 @@ def folder_track_ids(lake: Lake, folder: str) -> list[str]:
     return sorted(r["track_id"] for r in rows if r["audio_uri"] and r["audio_uri"].startswith(root.rstrip("/") + "/"))
 
 
-def model_audio_config(config: Config, models: list) -> Config:
-    """``config`` with its audio section set to the models' (which must agree)."""
-    params = {mel_params(m.audio) for m in models}
+def model_audio_config(config: Config, models: list[ResolvedModel]) -> Config:
+    """``config`` with its audio section set to the models' (which must agree) and its ingest source
+    set to ``folder``; ``ScoreError`` if the models disagree."""
+    params = {AudioParams.from_dict(m.audio) for m in models}
     if len(params) > 1:
         raise ScoreError("the models were trained on different audio parameters: "
-                         + "; ".join(f"{m.label}: {mel_params(m.audio)}" for m in models)
+                         + "; ".join(f"{m.label}: {AudioParams.from_dict(m.audio)!r}" for m in models)
                          + "; score a folder with models that share them")
     (wanted,) = params
-    audio = config.audio.model_copy(update={k: getattr(wanted, k) for k in
-                                            ("sample_rate", "clip_seconds", "n_fft", "hop_length", "n_mels")})
+    audio = config.audio.model_copy(update=wanted.as_dict())
     return config.model_copy(update={"audio": audio, "ingest": config.ingest.model_copy(update={"source": "folder"})})
 
 

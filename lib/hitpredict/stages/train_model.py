@@ -24,10 +24,18 @@ import pyarrow.compute as pc
 from hitpredict.config import Config
 from hitpredict.dataset import DatasetError, check_classes, check_shapes
 from hitpredict.evaluation import HEADLINES, baseline_prediction, comparison_rows, evaluate
+from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
-from hitpredict.models import ModelSpec, input_names
+from hitpredict.models import ModelSpec, build_model, input_names
+from hitpredict.predict import predict_examples
 from hitpredict.stages.base import StageReport
-from hitpredict.train.plan import TASKS, Augmentation, Normalisation, TrainPlan
+from hitpredict.targets import target_named
+from hitpredict.train import plots
+from hitpredict.train.bundle import ModelBundle, reference_quantiles
+from hitpredict.train.launcher import run_processes
+from hitpredict.train.plan import Augmentation, Normalisation, TrainPlan
+from hitpredict.train.tracking import LoggedModel, log_run
+from hitpredict.train.worker import train_process
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -54,6 +62,38 @@ class TrainResult:
     run_id: str = ""
     model_name: str | None = None
     model_version: str | None = None
+
+
+@dataclass
+class Training:
+    """One run as decided before any process starts: the dataset, its examples, the plan and the run's folder."""
+
+    record: dict[str, Any]      # the ``datasets`` row trained on
+    keys: pd.DataFrame          # (split, label) of every example of the dataset
+    plan: TrainPlan
+    num_proc: int
+    run_dir: Path               # <train.output_dir>/<target>-<family>-<UTC time>
+    examples: "DataFrame"       # the dataset's rows of the ``examples`` table
+
+    @property
+    def dataset_id(self) -> str:
+        """The id of the dataset trained on."""
+        return self.record["dataset_id"]
+
+    @property
+    def bundle_dir(self) -> Path:
+        """Where the model bundle is saved: ``<run_dir>/model``."""
+        return self.run_dir / "model"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """Where the metrics, test predictions and plots are written: ``<run_dir>/evaluation``."""
+        return self.run_dir / "evaluation"
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """The labels of the training split, shape (train rows,) (what the dummy baseline learns from)."""
+        return self.keys.loc[self.keys["split"] == "train", "label"].to_numpy()
 
 
 # --------------------------------------------------------------------------- checks
@@ -93,8 +133,13 @@ def check_examples(lake: Lake, record: dict[str, Any], num_proc: int) -> pd.Data
 
 def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_proc: int, family: str,
               checkpoint_dir: str | None, threads: int | None) -> TrainPlan:
+    """The :class:`~hitpredict.train.plan.TrainPlan` every process gets: the ``family`` model for the
+    dataset ``record``'s task and spectrogram shape (classes from its label names), its normalisation,
+    the ``train`` config's augmentation and optimisation settings, and the row counts of ``keys``
+    (split, label per example). ``checkpoint_dir``: where rank 0 writes its best weights (None: nowhere);
+    ``threads``: TensorFlow threads per process (None: TensorFlow decides)."""
     cfg = config.train
-    task = TASKS[record["target"]]
+    task = target_named(record["target"]).task
     n_mels, frames = (int(v) for v in record["mel_shape"])
     spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
                      n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed)
@@ -138,9 +183,6 @@ def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: Train
     from petastorm.spark import SparkDatasetConverter
     from pyspark.sql import functions as F
 
-    from hitpredict.train.launcher import run_processes
-    from hitpredict.train.worker import train_process
-
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(petastorm_cache))
     row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
     converters = []
@@ -160,90 +202,129 @@ def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: Train
 
 def run(config: Config, spark: "SparkSession", lake: Lake, family: str | None = None,
         num_proc: int | None = None) -> TrainResult:
-    """Train ``family`` (default ``train.family``) with ``num_proc`` processes on the dataset."""
+    """Train ``family`` (default ``train.family``) with ``num_proc`` processes (default ``train.num_proc``)
+    on the dataset, evaluate it on the test split, save its bundle and log the run to MLflow."""
+    ensure_keras2()
+    started = time.monotonic()
+    training = plan_training(config, spark, lake, family or config.train.family, num_proc or config.train.num_proc)
+    result = TrainResult(report=StageReport("train_model", rows_in=len(training.keys)), family=training.plan.family,
+                         dataset_id=training.dataset_id, task=training.plan.spec.task, num_proc=training.num_proc)
+    ranks = train_on_processes(spark, training.examples, training.plan, training.num_proc,
+                               config.train.petastorm_cache)
+    result.history, result.samples_per_s = ranks[0]["history"], samples_per_second(ranks)
+    bundle = make_bundle(training, ranks[0]["weights"])
+    bundle.save(training.bundle_dir)   # the Spark tasks that predict load it from there
+    test, reference = predict_splits(config, spark, training)
+    evaluate_test_split(config, training, test, result)
+    save_bundle(bundle, config, training, result, reference)
+    write_evaluation(training.evaluation_dir, result, test, training.train_labels)
+    result.evaluation_dir = str(training.evaluation_dir)
+    logged = log_to_mlflow(config, training, result)
+    finish_report(result, training, logged, time.monotonic() - started)
+    return result
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def plan_training(config: Config, spark: "SparkSession", lake: Lake, family: str, num_proc: int) -> Training:
+    """Pick the dataset (``train.dataset_id``, or the latest build for ``dataset.target``), refuse one that
+    cannot be trained on (``DatasetError``, before any process starts) and plan the run in a new folder
+    ``<train.output_dir>/<target>-<family>-<UTC time>``."""
     from pyspark.sql import functions as F
 
-    from hitpredict.keras_compat import use_legacy_keras
-
-    use_legacy_keras()
-    started = time.monotonic()
     cfg = config.train
-    family = family or cfg.family
-    num_proc = num_proc or cfg.num_proc
-    report = StageReport("train_model")
-    result = TrainResult(report=report, family=family, num_proc=num_proc)
     record = resolve_dataset(lake, cfg.dataset_id, config.dataset.target)
-    ds_id = result.dataset_id = record["dataset_id"]
     keys = check_examples(lake, record, num_proc)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     run_dir = Path(cfg.output_dir).resolve() / f"{record['target']}-{family}-{stamp}"
     plan = make_plan(config, record, keys, num_proc, family, str(run_dir / "checkpoints"),
                      _local_threads(spark, num_proc))
-    result.task = plan.spec.task
-    report.rows_in = len(keys)
-    log.info("training %s (%s) on %s: %d train / %d validation rows, %d processes", family, plan.spec.task, ds_id,
-             plan.train_rows, plan.validation_rows, num_proc)
+    log.info("training %s (%s) on %s: %d train / %d validation rows, %d processes", family, plan.spec.task,
+             record["dataset_id"], plan.train_rows, plan.validation_rows, num_proc)
+    examples = lake.read("examples").where(F.col("dataset_id") == record["dataset_id"])
+    return Training(record=record, keys=keys, plan=plan, num_proc=num_proc, run_dir=run_dir, examples=examples)
 
-    examples = lake.read("examples").where(F.col("dataset_id") == ds_id)
-    ranks = train_on_processes(spark, examples, plan, num_proc, cfg.petastorm_cache)
-    first = ranks[0]
-    result.history = first["history"]
-    result.samples_per_s = samples_per_second(ranks)
 
-    # ---------------------------------------------------------------- bundle, evaluation
-    from hitpredict.models import build_model
-    from hitpredict.predict import predict_examples
-    from hitpredict.train.bundle import ModelBundle, reference_quantiles
-
-    model = build_model(family, plan.spec)
-    model.set_weights(first["weights"])
-    bundle = ModelBundle(
-        family=family, spec=plan.spec, target=record["target"], audio=json.loads(record["config"])["audio"],
-        norm=plan.norm, inputs=plan.inputs, dataset_id=ds_id, threshold=record["threshold"],
+def make_bundle(training: Training, weights: list[np.ndarray]) -> ModelBundle:
+    """The trained model (rebuilt, with rank 0's best ``weights``) and what scoring needs to use it; the
+    reference distribution and metrics come later (:func:`save_bundle`)."""
+    plan, record = training.plan, training.record
+    model = build_model(plan.family, plan.spec)
+    model.set_weights(weights)
+    return ModelBundle(
+        family=plan.family, spec=plan.spec, target=record["target"], audio=json.loads(record["config"])["audio"],
+        norm=plan.norm, inputs=plan.inputs, dataset_id=training.dataset_id, threshold=record["threshold"],
         label_names=record["label_names"], model=model,
     )
-    bundle_dir = run_dir / "model"
-    bundle.save(bundle_dir)
+
+
+def predict_splits(config: Config, spark: "SparkSession", training: Training) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(test, reference): the saved bundle's predictions (track_id, label, prediction) on every test row,
+    sorted by track_id, and on ``train.reference_rows`` random training rows (seeded by ``train.seed``)."""
+    from pyspark.sql import functions as F
+
+    cfg, bundle_dir = config.train, str(training.bundle_dir)
     threads = _local_threads(spark, spark.sparkContext.defaultParallelism)
-    test = predict_examples(examples.where(F.col("split") == "test"), str(bundle_dir), threads).toPandas()
+    examples = training.examples
+    test = predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads).toPandas()
     test = test.sort_values("track_id").reset_index(drop=True)
     reference = predict_examples(examples.where(F.col("split") == "train").orderBy(F.rand(cfg.seed))
-                                 .limit(cfg.reference_rows), str(bundle_dir), threads).toPandas()
+                                 .limit(cfg.reference_rows), bundle_dir, threads).toPandas()
+    return test, reference
+
+
+def evaluate_test_split(config: Config, training: Training, test: pd.DataFrame, result: TrainResult) -> None:
+    """The model's and the dummy baseline's test-split metrics (``train.bootstrap_rounds`` resamples for
+    the intervals) and the table comparing them, into ``result``."""
+    spec, rounds, labels = training.plan.spec, config.train.bootstrap_rounds, training.record["label_names"]
     y_test, test_pred = test["label"].to_numpy(), np.stack(test["prediction"].to_numpy())
-    if plan.spec.task != "multiclass":
+    result.metrics = evaluate(spec.task, y_test, test_pred, labels, rounds)
+    result.baseline = evaluate(spec.task, y_test, baseline_prediction(
+        spec.task, training.train_labels, len(y_test), spec.n_classes), labels, rounds)
+    result.table = comparison_rows(spec.task, result.metrics, result.baseline)
+
+
+def save_bundle(bundle: ModelBundle, config: Config, training: Training, result: TrainResult,
+                reference: pd.DataFrame) -> None:
+    """Complete ``bundle`` with the reference distribution of its training-split predictions
+    (``train.reference_points`` quantiles; binary and regression only) and its headline test metrics,
+    and save it again over the first save."""
+    task = training.plan.spec.task
+    if task != "multiclass":
         bundle.reference = reference_quantiles(np.stack(reference["prediction"].to_numpy())[:, 0],
-                                               cfg.reference_points)
-    train_labels = keys.loc[keys["split"] == "train", "label"].to_numpy()
-    labels = record["label_names"]
-    result.metrics = evaluate(plan.spec.task, y_test, test_pred, labels, cfg.bootstrap_rounds)
-    result.baseline = evaluate(plan.spec.task, y_test, baseline_prediction(
-        plan.spec.task, train_labels, len(y_test), plan.spec.n_classes), labels, cfg.bootstrap_rounds)
-    result.table = comparison_rows(plan.spec.task, result.metrics, result.baseline)
-    bundle.metrics = {k: result.metrics[k] for k, _, _ in HEADLINES[plan.spec.task]}
-    bundle.save(bundle_dir)
-    result.bundle_dir = str(bundle_dir)
-    evaluation_dir = run_dir / "evaluation"
-    write_evaluation(evaluation_dir, result, test, train_labels)
-    result.evaluation_dir = str(evaluation_dir)
+                                               config.train.reference_points)
+    bundle.metrics = {k: result.metrics[k] for k, _, _ in HEADLINES[task]}
+    bundle.save(training.bundle_dir)
+    result.bundle_dir = str(training.bundle_dir)
 
-    # ---------------------------------------------------------------- tracking
-    from hitpredict.train.tracking import log_run
 
-    params = {**plan.as_params(), "dataset_id": ds_id, "num_proc": num_proc, "target": record["target"]}
+def log_to_mlflow(config: Config, training: Training, result: TrainResult) -> LoggedModel:
+    """One MLflow run: the plan's parameters, the per-epoch history, the model's and the dummy's finite
+    headline metrics and the throughput, the evaluation folder and the bundle (registered as
+    ``mlflow.model_name`` when ``mlflow.register_model``); its ids go into ``result``."""
+    plan, target = training.plan, training.record["target"]
+    params = {**plan.as_params(), "dataset_id": training.dataset_id, "num_proc": training.num_proc,
+              "target": target}
     flat = {f"test_{k}": result.metrics[k] for k, _, _ in HEADLINES[plan.spec.task]}
     flat.update({f"dummy_{k}": result.baseline[k] for k, _, _ in HEADLINES[plan.spec.task]})
     flat["train_samples_per_s"] = result.samples_per_s
-    logged = log_run(config.mlflow, f"{family}-{record['target']}", params, result.history,
-                     {k: v for k, v in flat.items() if np.isfinite(v)}, evaluation_dir, bundle_dir,
-                     config.mlflow.model_name.format(target=record["target"]))
+    logged = log_run(config.mlflow, f"{plan.family}-{target}", params, result.history,
+                     {k: v for k, v in flat.items() if np.isfinite(v)}, training.evaluation_dir,
+                     training.bundle_dir, config.mlflow.model_name.format(target=target))
     result.run_id, result.model_name, result.model_version = logged.run_id, logged.registered_name, logged.version
-    report.ok = plan.train_rows
-    report.seconds = time.monotonic() - started
-    headline = HEADLINES[plan.spec.task][0]
-    report.notes = (f"{family} on {ds_id}: test {headline[1]} {result.metrics[headline[0]]:.3f} "
-                    f"(dummy {result.baseline[headline[0]]:.3f}), {len(result.history.get('loss', []))} epochs, "
+    return logged
+
+
+def finish_report(result: TrainResult, training: Training, logged: LoggedModel, seconds: float) -> None:
+    """The stage's report: training rows, ``seconds`` and a one-line summary of the run."""
+    report, task = result.report, training.plan.spec.task
+    report.ok = training.plan.train_rows
+    report.seconds = seconds
+    key, label, _ = HEADLINES[task][0]
+    report.notes = (f"{result.family} on {result.dataset_id}: test {label} {result.metrics[key]:.3f} "
+                    f"(dummy {result.baseline[key]:.3f}), {len(result.history.get('loss', []))} epochs, "
                     f"{result.samples_per_s:.1f} samples/s; MLflow run {logged.run_id}")
-    return result
 
 
 def samples_per_second(ranks: list[dict[str, Any]]) -> float:
@@ -257,9 +338,8 @@ def samples_per_second(ranks: list[dict[str, Any]]) -> float:
 
 
 def write_evaluation(directory: Path, result: TrainResult, test: pd.DataFrame, train_labels: np.ndarray) -> None:
-    """metrics.json, test_predictions.csv and the plots of one run."""
-    from hitpredict.train import plots
-
+    """metrics.json, test_predictions.csv and the plots of one run (``test``: track_id, label and
+    prediction per test row; ``train_labels``: the training split's, for the calibration plot's prior)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "metrics.json").write_text(json.dumps(
         {"dataset_id": result.dataset_id, "family": result.family, "task": result.task, "model": result.metrics,

@@ -52,6 +52,8 @@ def popularity_signal(brightness: float | np.ndarray, loudness_db: float | np.nd
 
 @dataclass(frozen=True)
 class Artist:
+    """A generated artist: the style its tracks share and its own popularity offset."""
+
     name: str
     region: str
     tempo_bpm: float
@@ -232,10 +234,12 @@ class SampleCatalogue:
 
     @property
     def audio_dir(self) -> Path:
+        """The folder of the generated audio files."""
         return self.root / "audio"
 
     @property
     def csv_path(self) -> Path:
+        """The catalogue CSV written beside the audio."""
         return self.root / "catalogue.csv"
 
 

@@ -62,6 +62,7 @@ class TrackStyle:
                 raise ValueError(f"TrackStyle.{name} = {getattr(self, name)!r} is out of range")
 
     def as_dict(self) -> dict[str, float | int | bool]:
+        """The style's fields as a plain dict (field name -> value)."""
         return asdict(self)
 
 

@@ -26,6 +26,8 @@ class BrowserError(RuntimeError):
 
 @dataclass
 class PageView:
+    """What a headless browser saw of a page: its DOM after scripts ran, its console and a screenshot."""
+
     dom: str
     console: list[str]         # every console message of the page (log, warning, error, uncaught exceptions)
     screenshot: Path

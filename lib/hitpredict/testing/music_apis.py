@@ -12,7 +12,7 @@ return ``{"resultCount": N, "results": [{"wrapperType": "track", "kind": "song",
 
 ``preview_lifetime_s`` signs Deezer's preview URLs the way its CDN does
 (``?hdnea=exp=<unix>~acl=/*~hmac=...``), good for that many seconds from the answer;
-:class:`~hitpredict.testing.preview_server.PreviewServer` refuses them with 403 once expired.
+:class:`~hitpredict.preview_server.PreviewServer` refuses them with 403 once expired.
 
 Faults: ``fail_next(service, statuses, retry_after)`` answers the next requests to a service
 with those HTTP statuses (429 with ``Retry-After``; a 403 from iTunes has an empty body, as
@@ -35,13 +35,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from hitpredict.testing.loopback import LoopbackServer, send_bytes, send_json
+from hitpredict.loopback import LoopbackServer, send_bytes, send_json
 from hitpredict.testing.recorded_answers import (DEEZER_NO_DATA, DEEZER_QUOTA, DEEZER_UNKNOWN_PATH,
                                                  ITUNES_THROTTLED_BODY, ITUNES_THROTTLED_STATUS)
 
 
 @dataclass(frozen=True)
 class FakeTrack:
+    """One track as the fake Deezer and iTunes know it (and whether each has it)."""
+
     id: int
     title: str
     artist: str
@@ -58,6 +60,8 @@ JSON = "application/json; charset=utf-8"
 
 
 class MusicApiServer(LoopbackServer):
+    """Fakes of Deezer's and iTunes' track look-up and search APIs on one loopback server (module docstring)."""
+
     def __init__(self, tracks: list[FakeTrack], latency_s: float = 0.0,
                  preview_lifetime_s: float | None = None, itunes_limit: tuple[int, float] | None = None) -> None:
         self.tracks = tracks
@@ -75,6 +79,7 @@ class MusicApiServer(LoopbackServer):
 
     # ------------------------------------------------------------------ control
     def fail_next(self, service: str, statuses: list[int], retry_after: float | None = None) -> None:
+        """Answer the next requests to ``service`` with ``statuses``, one each (``Retry-After`` when given)."""
         with self._lock:
             self._faults[service].extend(("status", s, retry_after) for s in statuses)
 
@@ -84,6 +89,7 @@ class MusicApiServer(LoopbackServer):
             self._faults["deezer"].extend(("in_band", 200, body) for _ in range(n))
 
     def quota_next(self, n: int) -> None:
+        """Answer the next ``n`` Deezer requests with its in-band "Quota limit exceeded" (code 4)."""
         self.deezer_error_next(DEEZER_QUOTA, n)
 
     def _over_itunes_limit(self) -> bool:

@@ -30,7 +30,7 @@ DEEZER_BUSY = '{"error":{"type":"Exception","message":"Service busy","code":700}
 
 # --------------------------------------------------------------------------- iTunes
 #: Apple's throttle (about 20 calls a minute): HTTP 403 with an empty body, not 429 (no recording
-#: in the repositories above; observed, DESIGN.md section 8).
+#: in the repositories above; the behaviour the project observed against the live API).
 ITUNES_THROTTLED_STATUS, ITUNES_THROTTLED_BODY = 403, b""
 
 # --------------------------------------------------------------------------- Spotify

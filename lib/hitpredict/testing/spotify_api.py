@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from hitpredict.testing.loopback import LoopbackServer, send_json
+from hitpredict.loopback import LoopbackServer, send_json
 from hitpredict.testing.recorded_answers import SPOTIFY_INVALID_CLIENT, SPOTIFY_INVALID_LIMIT, SPOTIFY_INVALID_OFFSET
 
 
 @dataclass
 class FakeArtist:
+    """An artist of the fake catalogue: found by genre and year searches, with its albums."""
+
     id: str
     name: str
     genres: list[str]
@@ -48,6 +50,8 @@ class FakeArtist:
 
 @dataclass
 class FakeAlbum:
+    """An album of the fake catalogue (``release_date`` in Spotify's precision: year, month or day)."""
+
     id: str
     name: str
     release_date: str
@@ -56,6 +60,8 @@ class FakeAlbum:
 
 @dataclass
 class FakeSpotifyTrack:
+    """A track of the fake catalogue, as the full track object gives it."""
+
     id: str
     name: str
     isrc: str
@@ -70,6 +76,8 @@ _PREFIX = re.compile(r"(?:^|\s)(\w+)\*")
 
 
 class SpotifyApiServer(LoopbackServer):
+    """The fake Spotify Web API on a loopback port (module docstring); ``calls`` counts token and API calls."""
+
     def __init__(self, artists: list[FakeArtist], client_id: str, client_secret: str, max_limit: int = 10,
                  offset_cap: int = 1000, token_uses: int = 10_000, restricted: bool = False,
                  playlists: dict[str, list[str]] | None = None, unreadable_playlists: set[str] | None = None,
@@ -92,6 +100,7 @@ class SpotifyApiServer(LoopbackServer):
         super().__init__(self._handler())
 
     def fail_next(self, n: int, retry_after: float = 0) -> None:
+        """Answer the next ``n`` API calls with 429 and ``Retry-After: retry_after``."""
         with self._lock:
             self._fail.extend([(429, retry_after)] * n)
 
@@ -103,6 +112,7 @@ class SpotifyApiServer(LoopbackServer):
             self._down_fault = (503, 0) if retry_after is None else (429, retry_after)
 
     def up(self) -> None:
+        """End the outage :meth:`down_after` started."""
         with self._lock:
             self._ok_left = None
 

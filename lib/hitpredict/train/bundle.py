@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hitpredict.models import ModelSpec
+from hitpredict.errors import HitpredictError
+from hitpredict.models import TIME_LOCAL_TRUNKS, ModelSpec, build_model, split_model
 from hitpredict.train.plan import Normalisation
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,30 @@ BUNDLE_FILE, WEIGHTS_FILE = "bundle.json", "weights.h5"
 PREDICT_BATCH = 32
 
 
-class BundleError(ValueError):
+class BundleError(HitpredictError, ValueError):
     """A model folder is missing, corrupt or does not fit the data; one line."""
 
 
 @dataclass
 class ModelBundle:
+    """A trained Keras model with everything needed to score audio with it, anywhere.
+
+    Attributes
+    ----------
+    family : the model family (:data:`hitpredict.models.FAMILIES`), which rebuilds the model.
+    spec : the model's input shapes and task (:class:`~hitpredict.models.ModelSpec`).
+    target : the dataset target it was trained on (:data:`hitpredict.targets.TARGETS`).
+    audio : the ``audio`` config section the features were made with (sample rate, clip, mel settings).
+    norm : the training split's statistics, to normalise inputs as in training.
+    inputs : the model's named inputs, ``mel`` and/or ``summary``.
+    dataset_id : the dataset it was trained on.
+    threshold : the popularity at or above which a track counted as popular (binary targets).
+    label_names : the class names, in output order (multiclass targets).
+    reference : quantiles of the training split's predictions (binary, regression), for percentiles.
+    metrics : the headline test-split metrics.
+    model : the Keras 2 model (not saved in ``bundle.json``).
+    """
+
     family: str
     spec: ModelSpec
     target: str
@@ -51,12 +70,15 @@ class ModelBundle:
 
     # ----------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
+        """Every field but the model, as JSON-ready data (the content of ``bundle.json``)."""
         # not asdict(self): that would deep-copy the Keras model too
         data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "model"}
         data.update(spec=asdict(self.spec), norm=asdict(self.norm), inputs=list(self.inputs))
         return data
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``weights.h5`` and ``bundle.json`` into ``directory`` (created if missing, files
+        replaced); returns it as a ``Path``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_weights(str(directory / WEIGHTS_FILE))
@@ -65,7 +87,8 @@ class ModelBundle:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "ModelBundle":
-        """Load a bundle folder; ``BundleError`` says what is missing or broken."""
+        """Load a bundle folder written by :meth:`save`, the model rebuilt from its family and spec and
+        its weights set; ``BundleError`` says what is missing or broken."""
         directory = Path(directory)
         meta_path, weights_path = directory / BUNDLE_FILE, directory / WEIGHTS_FILE
         for path in (meta_path, weights_path):
@@ -81,8 +104,6 @@ class ModelBundle:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"corrupt model description {meta_path}: {type(exc).__name__}: {exc}") from None
-        from hitpredict.models import build_model
-
         bundle.model = build_model(bundle.family, bundle.spec)
         try:
             bundle.model.load_weights(str(weights_path))
@@ -93,10 +114,16 @@ class ModelBundle:
     # ----------------------------------------------------------------- prediction
     @property
     def mel_shape(self) -> tuple[int, int]:
+        """(n_mels, frames) of the spectrograms the model was trained on."""
         return self.spec.n_mels, self.spec.frames
 
     def predict(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None]) -> np.ndarray:
-        """Model outputs for stored feature columns: (n, 1) for binary/regression, (n, classes) for multiclass."""
+        """Model outputs for stored feature columns: (n, 1) for binary/regression, (n, classes) for multiclass.
+
+        ``mel``: n float16 log-mel dB spectrograms as stored (bytes, n_mels x frames, C order);
+        ``summary``: n summary vectors (None where a track has none: zeros). Returns float32: a
+        probability (0-1), a popularity, or class probabilities summing to 1.
+        """
         return self.predict_occluded(mel, summary, ())[:, 0, :]
 
     def predict_occluded(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None],
@@ -110,8 +137,7 @@ class ModelBundle:
         those layers only around its segment and splices them into the stored track's; the rest
         of the model then runs on the spliced features. Otherwise every copy takes a full pass.
         """
-        from hitpredict.models import TIME_LOCAL_TRUNKS
-        from hitpredict.train.inputs import model_inputs
+        from hitpredict.train.inputs import model_inputs   # loads TensorFlow
 
         n, variants = len(mel), 1 + len(segments)
         width = self.spec.n_classes if self.spec.task == "multiclass" else 1
@@ -158,8 +184,6 @@ class ModelBundle:
     def _occluded_local(self, mel: np.ndarray, segments: Sequence[tuple[int, int]], local: Any) -> np.ndarray:
         """(k, 1 + S, width): the stored tracks, then each occluded copy from the time-local
         trunk recomputed around its segment."""
-        from hitpredict.models import split_model
-
         if self._parts is None:
             self._parts = split_model(self.model, local.layer)
         trunk, head = (self._graph(m) for m in self._parts)
@@ -183,7 +207,8 @@ class ModelBundle:
         return np.stack(results, axis=1)
 
     def percentile(self, values: np.ndarray) -> np.ndarray:
-        """Where each value falls in the reference distribution (0-100)."""
+        """Where each value (model outputs, shape (n,)) falls in the reference distribution: percentiles
+        0-100, shape (n,); nan where the bundle has no reference (multiclass)."""
         if not self.reference:
             return np.full(len(values), np.nan)
         ref = np.asarray(self.reference, dtype=float)

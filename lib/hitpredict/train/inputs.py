@@ -10,36 +10,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from hitpredict.keras_compat import use_legacy_keras
+from hitpredict.keras_compat import ensure_keras2
 from hitpredict.train.plan import Augmentation, Normalisation
 
 # Once, at import: these functions run while tf.data traces them, where touching os.environ
 # has no business (AutoGraph once printed the whole environment trying to convert that call).
-use_legacy_keras()
+# This module loads TensorFlow when imported, so the modules using it import it where they need it.
+ensure_keras2()
+import tensorflow as tf  # noqa: E402
 
 _MIN_STD = 1e-3
 
 
 def decode_mel(raw: Any, n_mels: int, frames: int) -> Any:
     """float16 bytes, shape (batch,) -> float32 dB, shape (batch, n_mels, frames)."""
-    import tensorflow as tf
-
     values = tf.io.decode_raw(raw, tf.float16)
     return tf.cast(tf.reshape(values, (-1, n_mels, frames)), tf.float32)
 
 
 def normalise_mel(mel: Any, norm: Normalisation) -> Any:
     """Per-band standardisation with the training split's statistics."""
-    import tensorflow as tf
-
     mean = tf.constant(norm.mel_mean, tf.float32)[None, :, None]
     std = tf.maximum(tf.constant(norm.mel_std, tf.float32), _MIN_STD)[None, :, None]
     return (mel - mean) / std
 
 
 def normalise_summary(summary: Any, norm: Normalisation) -> Any:
-    import tensorflow as tf
-
+    """Per-dimension standardisation of summary vectors, shape (batch, summary_size), with the training
+    split's statistics; float32, same shape."""
     mean = tf.constant(norm.summary_mean, tf.float32)[None, :]
     std = tf.maximum(tf.constant(norm.summary_std, tf.float32), _MIN_STD)[None, :]
     return (tf.cast(summary, tf.float32) - mean) / std
@@ -51,8 +49,6 @@ def augment_mel(mel: Any, augment: Augmentation, seed: int) -> tuple[Any, Any]:
     Returns (mel, mask): ``mask`` is True where a time mask applies (set to the mean
     after normalisation), or None.
     """
-    import tensorflow as tf
-
     frames = tf.shape(mel)[2]
     batch = tf.shape(mel)[0]
     if augment.gain_db > 0:
@@ -77,8 +73,6 @@ def augment_mel(mel: Any, augment: Augmentation, seed: int) -> tuple[Any, Any]:
 def model_inputs(mel_raw: Any, summary: Any, inputs: tuple[str, ...], n_mels: int, frames: int,
                  norm: Normalisation, augment: Augmentation | None = None, seed: int = 0) -> dict[str, Any]:
     """Stored columns of a batch -> the model's named inputs (``mel``: batch x n_mels x frames x 1)."""
-    import tensorflow as tf
-
     out: dict[str, Any] = {}
     if "mel" in inputs:
         mel = decode_mel(mel_raw, n_mels, frames)

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from typing import Any, Callable
 
+from hitpredict.keras_compat import KERAS2_ENVIRONMENT
+from hitpredict.logs import child_environment, verbosity
+
 log = logging.getLogger(__name__)
 
 
@@ -22,9 +25,7 @@ def worker_env() -> dict[str, str]:
     """The environment of every Horovod process: Keras 2, and the run's verbosity (quiet TensorFlow,
     AutoGraph, MLflow and Python warnings by default: Petastorm 0.13 calls pyarrow APIs that warn
     on every reader start)."""
-    from hitpredict.logs import child_environment, verbosity
-
-    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", **child_environment(verbosity())}
+    return {**os.environ, **KERAS2_ENVIRONMENT, **child_environment(verbosity())}
 
 
 # Asked in a fresh interpreter: what horovod.tensorflow itself answers about its build.

@@ -7,13 +7,14 @@ from typing import Any
 
 from hitpredict.models import ModelSpec
 
-#: dataset target -> model task
-TASKS = {"popular": "binary", "popularity": "regression", "artist": "multiclass", "region": "multiclass"}
-
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Per-band mel and per-dimension summary statistics of the training split."""
+    """Per-band mel and per-dimension summary statistics of the training split.
+
+    ``mel_mean``, ``mel_std``: one value per mel band (n_mels), dB; ``summary_mean``, ``summary_std``:
+    one value per summary dimension (summary_size).
+    """
 
     mel_mean: list[float]
     mel_std: list[float]
@@ -22,11 +23,19 @@ class Normalisation:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Normalisation":
+        """The statistics a ``datasets`` row holds (its four columns of the same names)."""
         return cls(*(list(map(float, record[k])) for k in ("mel_mean", "mel_std", "summary_mean", "summary_std")))
 
 
 @dataclass(frozen=True)
 class Augmentation:
+    """Training-only changes to each batch of spectrograms (see :func:`hitpredict.train.inputs.augment_mel`).
+
+    crop_frames: a random window of this many frames (None: the whole clip).
+    gain_db: a random gain in [-gain_db, gain_db] dB per clip (0: none).
+    time_masks: this many time masks per clip, each up to ``time_mask_frames`` frames wide.
+    """
+
     crop_frames: int | None = None
     gain_db: float = 0.0
     time_masks: int = 0
@@ -60,6 +69,7 @@ class TrainPlan:
         return max(1, math.ceil(self.train_rows / (self.batch_size * size)))
 
     def validation_steps(self, size: int) -> int:
+        """Validation batches per process so that the ``size`` processes together see the split once."""
         return max(1, math.ceil(self.validation_rows / (self.batch_size * size)))
 
     def as_params(self) -> dict[str, Any]:

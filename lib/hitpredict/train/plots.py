@@ -1,37 +1,17 @@
-"""Evaluation plots as PNG files (matplotlib, no display needed)."""
+"""Evaluation plots of a training run as PNG files (drawn through :mod:`hitpredict.plotting`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-#: Text properties for every string that comes from data (titles, artists, labels): matplotlib
-#: would otherwise read two ``$`` as mathtext (``Ca$h #1`` by ``Ty Dolla $ign`` raises a
-#: ParseException when the figure is drawn) and, under a matplotlibrc with ``text.usetex``,
-#: hand the string to LaTeX.
-PLAIN_TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
-    return path
+from hitpredict.plotting import PLAIN_TEXT, pyplot, save_figure
 
 
 def history_plot(history: dict[str, list[float]], path: Path) -> Path:
-    """Training and validation loss (and the first other metric) per epoch."""
-    plt = _pyplot()
+    """Training and validation loss (and the first other metric) per epoch; ``history`` maps a Keras
+    metric name to one value per epoch. Returns ``path``."""
+    plt = pyplot()
     metrics = [k for k in history if not k.startswith("val_") and k not in ("loss", "lr")]
     panels = ["loss"] + metrics[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
@@ -43,12 +23,14 @@ def history_plot(history: dict[str, list[float]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def calibration_plot(bins: list[dict[str, float]], baseline_rate: float, path: Path) -> Path:
-    """Reliability diagram: observed popular rate against mean predicted probability per bin."""
-    plt = _pyplot()
+    """Reliability diagram: observed popular rate against mean predicted probability per bin
+    (``bins`` as :func:`hitpredict.evaluation.calibration_bins` returns them), with the training prior
+    ``baseline_rate`` (0-1) as the dummy's line. Returns ``path``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     if bins:
@@ -64,11 +46,13 @@ def calibration_plot(bins: list[dict[str, float]], baseline_rate: float, path: P
     ax.set_ylabel("observed share popular")
     ax.set_title("Reliability on the test split")
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path) -> Path:
-    plt = _pyplot()
+    """Confusion matrix of the test split: ``confusion`` (classes, classes) of counts, true classes as rows,
+    predicted as columns, ``labels`` naming the classes in order. Returns ``path``."""
+    plt = pyplot()
     matrix = np.asarray(confusion)
     size = max(4.0, 0.4 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -82,11 +66,13 @@ def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path) ->
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion on the test split")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def regression_plot(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
-    plt = _pyplot()
+    """Predicted against true popularity on the test split, ``y_true`` and ``y_pred`` both shape (n,),
+    with the diagonal for reference. Returns ``path``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(y_true, y_pred, s=12, alpha=0.7)
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
@@ -94,4 +80,4 @@ def regression_plot(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
     ax.set_xlabel("true popularity")
     ax.set_ylabel("predicted popularity")
     ax.set_title("Test split")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,17 +10,24 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from hitpredict.targets import target_named
+from hitpredict.train.bundle import ModelBundle
+
 
 class HitpredictModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
-        from hitpredict.train.bundle import ModelBundle
+    """A :class:`~hitpredict.train.bundle.ModelBundle` as an MLflow pyfunc model."""
 
+    def load_context(self, context: Any) -> None:
+        """Load the bundle folder MLflow stored as the ``bundle`` artifact."""
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """``model_input`` (n rows: ``mel`` float16 bytes, ``summary``) -> the model's outputs, n rows, same
+        index: the target's scores column (``prob_popular`` 0-1, ``popularity_pred``), or one probability
+        column per class name for a multiclass target."""
         out = self.bundle.predict(model_input["mel"].tolist(), model_input["summary"].tolist())
         names = self.bundle.label_names if self.bundle.spec.task == "multiclass" else [
-            "prob_popular" if self.bundle.spec.task == "binary" else "popularity_pred"]
+            target_named(self.bundle.target).output_column]
         return pd.DataFrame(out, columns=names, index=model_input.index)
 
 

@@ -54,6 +54,8 @@ def _mlflow_prints_quiet() -> Iterator[None]:
 
 @dataclass
 class LoggedModel:
+    """Where :func:`log_run` put a model: its MLflow run, model URI and, when registered, name and version."""
+
     run_id: str
     model_uri: str
     registered_name: str | None = None

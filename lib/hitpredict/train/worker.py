@@ -14,12 +14,17 @@ import os
 import time
 from typing import Any
 
+from hitpredict.keras_compat import ensure_keras2, horovod_keras, keras
+from hitpredict.logs import configure_worker, quiet_tensorflow
+from hitpredict.models import build_model
+from hitpredict.models.heads import loss_and_metrics
 from hitpredict.train.plan import TrainPlan
 
 log = logging.getLogger(__name__)
 
 
 def _label_fn(task: str) -> Any:
+    """Labels of a batch as the loss wants them: int32 class indices, or float32 (batch, 1)."""
     import tensorflow as tf
 
     if task == "multiclass":
@@ -28,8 +33,13 @@ def _label_fn(task: str) -> Any:
 
 
 def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
-    """Petastorm batches (namedtuples of columns) -> (named model inputs, labels)."""
-    from hitpredict.train.inputs import model_inputs
+    """Petastorm batches (namedtuples of columns) -> (named model inputs, labels), prefetched.
+
+    Augmented (``plan.augment``, seeded per ``rank``) when ``training``; inputs as
+    :func:`~hitpredict.train.inputs.model_inputs` makes them, labels int32 (batch,) for multiclass
+    and float32 (batch, 1) otherwise.
+    """
+    from hitpredict.train.inputs import model_inputs   # loads TensorFlow
 
     label = _label_fn(plan.spec.task)
     augment = plan.augment if training else None
@@ -67,8 +77,6 @@ class _Throughput:
     """Keras callback: training-only seconds of each epoch (validation excluded)."""
 
     def __init__(self) -> None:
-        from hitpredict.keras_compat import keras
-
         class Callback(keras().callbacks.Callback):
             def __init__(inner) -> None:
                 super().__init__()
@@ -94,13 +102,14 @@ class _Throughput:
 
 
 def train_process(plan: TrainPlan, train_converter: Any, validation_converter: Any) -> dict[str, Any]:
-    """Train ``plan`` as one Horovod process; rank 0 returns weights, history and timings."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from hitpredict.logs import configure_worker, quiet_tensorflow
+    """Train ``plan`` as one Horovod process; rank 0 returns weights, history and timings.
 
+    Every rank returns ``rank``, ``size``, ``device``, ``seconds`` (the whole fit), ``epoch_seconds``
+    (training only, per epoch), ``steps_per_epoch`` and ``samples_per_epoch``; rank 0 adds ``history``
+    (Keras metric name -> one value per epoch) and ``weights`` (the best epoch's, as numpy arrays).
+    """
+    ensure_keras2()
     configure_worker()   # the driver's verbosity, a redacting log handler, before TensorFlow loads
-    from hitpredict.keras_compat import horovod_keras, keras
-
     hvd = horovod_keras()
     hvd.init()
     import tensorflow as tf
@@ -110,9 +119,6 @@ def train_process(plan: TrainPlan, train_converter: Any, validation_converter: A
     device = _pin_device(hvd, plan.threads_per_process)
     rank, size = hvd.rank(), hvd.size()
     tf.random.set_seed(plan.seed + rank)
-    from hitpredict.models import build_model
-    from hitpredict.models.heads import loss_and_metrics
-
     k = keras()
     model = build_model(plan.family, plan.spec)
     loss, metrics = loss_and_metrics(plan.spec)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from hitpredict.config import ResolveConfig
 from hitpredict.sources.api_client import ApiClient
-from hitpredict.sources.preview_lookup import PreviewLookup, Resolution, TrackQuery
+from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery, tried_text
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -26,15 +26,6 @@ QUERY_COLUMNS = ["key", "title", "artist", "isrc"]
 ANSWER_COLUMNS = ["key", "service", "status", "method", "preview_url", "rank", "match_score", "tried"]
 ANSWER_SCHEMA = ("key string, service string, status string, method string, preview_url string, rank long, "
                  "match_score double, tried string")
-
-
-def tried_text(answers: list[Resolution]) -> str:
-    """``"deezer: not_found (why); itunes: found by search"``: every service's answer, for rejects and logs."""
-    parts = []
-    for a in answers:
-        how = f" by {a.method}" if a.found else f" ({a.detail})" if a.detail else ""
-        parts.append(f"{a.service}: {a.status}{how}")
-    return "; ".join(parts)
 
 
 def task_config(config: ResolveConfig, tasks: int) -> ResolveConfig:

@@ -1,7 +1,8 @@
 """A loopback HTTP server that serves audio previews and injects faults on demand.
 
 Real sockets on 127.0.0.1, HTTP/1.1 with keep-alive, one thread per connection.
-Tests, benchmarks and the demo start it themselves; nothing leaves the machine.
+Tests, benchmarks and the demo start it themselves; nothing leaves the machine. It sits
+outside ``hitpredict.testing`` because the demo (product code) serves its sample previews with it.
 
     with PreviewServer(directory=sample.audio_dir, latency_s=0.1) as server:
         server.set_fault("a.mp3", Fault("status", status=503, times=2))  # transient 5xx
@@ -29,6 +30,7 @@ the path is served normally: that is how transient faults are made.
 """
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import functools
 import gzip
@@ -36,6 +38,7 @@ import io
 import logging
 import mimetypes
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -46,7 +49,7 @@ from typing import Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
 from hitpredict.signed_urls import is_expired
-from hitpredict.testing.loopback import LoopbackServer
+from hitpredict.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +109,8 @@ class PreviewServer(LoopbackServer):
         super().__init__(_handler_for(self), host, port)
 
     def url(self, name: str) -> str:
+        """The URL at which ``name`` is served: ``http://127.0.0.1:PORT/<name>``."""
         return f"{self.base_url}/{name.lstrip('/')}"
-
-    def add_file(self, name: str, data: bytes) -> str:
-        with self._lock:
-            self._files[name.lstrip("/")] = data
-        return self.url(name)
 
     def content(self, name: str) -> bytes | None:
         """The bytes served for ``name`` (what a correct download must equal)."""
@@ -126,10 +125,12 @@ class PreviewServer(LoopbackServer):
         return None
 
     def set_fault(self, name: str, fault: Fault) -> None:
+        """Answer requests for ``name`` with ``fault`` (replacing any fault set before for it)."""
         with self._lock:
             self._faults[name.lstrip("/")] = fault
 
     def clear_faults(self) -> None:
+        """Serve every path normally again."""
         with self._lock:
             self._faults.clear()
 
@@ -299,13 +300,10 @@ def gzip_bomb(size: int) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     """Serve a folder on 127.0.0.1 until stdin closes or the process is stopped.
 
-    ``python -m hitpredict.testing.preview_server DIR --latency 0.1`` prints
+    ``python -m hitpredict.preview_server DIR --latency 0.1`` prints
     ``serving http://127.0.0.1:PORT`` once it listens; benchmarks run it as its own
     process so that, like a real CDN, it does not share the Spark driver's interpreter.
     """
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(description="loopback preview server")
     parser.add_argument("directory")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every response")

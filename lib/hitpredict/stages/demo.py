@@ -1,8 +1,11 @@
-"""The embedded demo: the stages that exist so far, end to end, on the sample catalogue.
+"""The embedded demo (``hitpredict demo``): every stage, end to end, on the sample catalogue.
 
-The sample catalogue is generated on first use. Its previews are served by a loopback
-preview server that the demo starts (as a label's CDN would serve them), so the
-fetch stage really downloads them over HTTP.
+It generates the sample catalogue (first run only), then runs ingest_catalogue, fetch_previews
+and extract_features; with training, build_dataset and train_model for each target of
+``demo.models``, score_catalogue with the models it trained and the report (without training:
+build_dataset for ``dataset.target`` only). The previews are served by a loopback preview server
+that the demo starts (as a label's CDN would serve them), so the fetch stage really downloads
+them over HTTP.
 """
 from __future__ import annotations
 
@@ -12,15 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hitpredict.config import Config
+from hitpredict.config import Config, ModelRef
 from hitpredict.lake import TableInfo, open_lake
-from hitpredict.config import ModelRef
+from hitpredict.preview_server import PreviewServer
 from hitpredict.scoring.report import Report, write_report
 from hitpredict.stages import (build_dataset, extract_features, fetch_previews, ingest_catalogue, score_catalogue,
                                train_model)
 from hitpredict.stages.base import StageReport
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
-from hitpredict.testing.preview_server import PreviewServer
+from hitpredict.targets import target_named
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DemoReport:
+    """What one demo run did: each stage's report in order, the tables and a few rows of each, the
+    preview server's address, the training runs, the scoring run and the written report."""
+
     stages: list[StageReport] = field(default_factory=list)
     tables: list[TableInfo] = field(default_factory=list)
     samples: dict[str, list[dict]] = field(default_factory=dict)
@@ -41,6 +47,7 @@ class DemoReport:
 
 
 def _start_server(directory, port: int) -> PreviewServer:
+    """A started preview server for ``directory`` on ``port``, or on a free port if that one is busy."""
     try:
         return PreviewServer(directory=directory, port=port).start()
     except OSError as exc:
@@ -86,7 +93,7 @@ def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoR
             result = train_model.run(settings, spark, lake, family=family)
             report.stages.append(result.report)
             report.trainings.append(result)
-            if target in ("popular", "popularity") and report.training is None:
+            if target_named(target).label_column == "popularity" and report.training is None:
                 report.training = result
             refs.append(ModelRef(name=result.model_name, version=result.model_version) if result.model_version
                         else ModelRef(path=result.bundle_dir))

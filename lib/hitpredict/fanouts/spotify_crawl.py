@@ -72,11 +72,29 @@ class CrawlRequest:
 
 @dataclass
 class CrawlResult:
+    """What a crawl gave: its catalogue source rows, its counts, and how much was resumed."""
+
     rows: pd.DataFrame                       # catalogue source rows (``sources.spotify.SOURCE_COLUMNS``)
     stats: CrawlStats
     units_resumed: int = 0                   # units read back from crawl_state
     units_crawled: int = 0                   # units done by this run
     missing_artists: list[str] = field(default_factory=list)
+
+    def report_lines(self) -> list[str]:
+        """The crawl's lines of the ingest report: tracks found, what Spotify withheld, artists not
+        found and search slices still over the offset cap (the last two only when there are some)."""
+        s = self.stats
+        lines = [
+            f"spotify: {len(self.rows)} tracks from {s.artists} artists, {s.albums} albums ({s.tracks_seen} seen, "
+            f"{s.duplicate_ids} duplicate ids, {s.duplicate_isrcs} duplicate ISRCs); {self.units_crawled} units "
+            f"crawled, {self.units_resumed} resumed from crawl_state; batch /tracks {s.batch_endpoint}",
+            "withheld by spotify: " + ", ".join(f"{name} {n}" for name, n in s.as_record()["withheld"].items()),
+        ]
+        if self.missing_artists:
+            lines.append(f"artists not found: {', '.join(self.missing_artists)}")
+        if s.capped_slices:
+            lines.append(f"search slices still over the offset cap: {'; '.join(s.capped_slices)}")
+        return lines
 
 
 class CrawlState:
@@ -94,9 +112,12 @@ class CrawlState:
         self._pending: list[dict[str, Any]] = []
 
     def level(self, level: str) -> dict[str, Any]:
+        """The done units of ``level`` (``slice``, ``artist_ref``, ``artist``, ``album`` or ``playlist``):
+        unit -> payload."""
         return {unit: payload for (lv, unit), payload in self.done.items() if lv == level}
 
     def add(self, level: str, unit: str, payload: Any, items: int) -> None:
+        """Mark ``unit`` done with ``payload`` (``items``: its albums, rows or artists); kept until :meth:`commit`."""
         self.done[(level, unit)] = payload
         self.added += 1
         self._pending.append({"crawl_id": self.crawl_id, "level": level, "unit": unit, "payload": json.dumps(payload),
@@ -114,6 +135,7 @@ class CrawlState:
         self.commit()
 
     def commit(self) -> None:
+        """Append the units added since the last commit to ``crawl_state`` (nothing when there are none)."""
         if self._pending:
             self.lake.append("crawl_state", self.lake.frame("crawl_state", pd.DataFrame(self._pending)),
                              {"hitpredict.stage": "ingest_catalogue", "hitpredict.crawl": self.crawl_id})
@@ -242,8 +264,8 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
         artists = sorted(_resumable(state, lambda: _artists(request, state, crawler, result)))
         _fan_out(spark, state, "artist", artists,
                  _unit_task(config.spotify, secrets, "artist", request.genre), config.spotify, failures)
-        albums = [a for artist in artists if ("artist", artist) in state.done
-                  for a in state.done[("artist", artist)]["albums"]]
+        artist_payloads = [state.done[("artist", artist)] for artist in artists if ("artist", artist) in state.done]
+        albums = [a for p in artist_payloads for a in p["albums"]]
         stats.albums = len(albums)
         _fan_out(spark, state, "album", albums,
                  _unit_task(config.spotify, secrets, "album", request.genre), config.spotify, failures)
@@ -251,7 +273,8 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
         batch = {p.get("batch") for p in payloads}
         stats.batch_endpoint = "withheld" if "withheld" in batch else "available" if "available" in batch \
             else stats.batch_endpoint
-        stats.token_refreshes += sum(p.get("token_refreshes", 0) for p in payloads)
+        # Tokens refreshed in the executors' sessions, artist units and album units alike.
+        stats.token_refreshes += sum(p.get("token_refreshes", 0) for p in artist_payloads + payloads)
         rows = [row for p in payloads for row in p["rows"]]
     result.units_resumed, result.units_crawled = state.resumed, state.added
     # One commit per chunk leaves many small files, and a resume reads them all.

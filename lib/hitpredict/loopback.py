@@ -1,4 +1,5 @@
-"""The part every fake service shares: a threaded HTTP server on a free loopback port."""
+"""A threaded HTTP server on a free loopback port: the base of the demo's preview server and of every
+fake service the tests start (``hitpredict.testing``)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ class QuietServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def handle_error(self, request: object, client_address: object) -> None:
+        """Log a client that went away at debug level instead of printing a traceback."""
         log.debug("client %s went away", client_address, exc_info=True)
 
 
@@ -31,16 +33,19 @@ class LoopbackServer:
 
     @property
     def base_url(self) -> str:
+        """``http://HOST:PORT`` of the bound socket (the port is known once constructed)."""
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
     def start(self):
+        """Serve from a daemon thread; returns ``self``."""
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
         self._thread.start()
         log.info("%s on %s", type(self).__name__, self.base_url)
         return self
 
     def stop(self) -> None:
+        """Stop serving, close the socket and wait (up to 5 s) for the thread."""
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
