@@ -23,7 +23,7 @@ HOROVOD_BUILD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD
 SETUP_INPUTS := conf/requirements.txt conf/constraints.txt setup.py Makefile
 STAMP := $(VENV)/.setup-$(shell cat $(SETUP_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test bench lock check-stack clean-data clean
+.PHONY: setup demo test typecheck bench lock check-stack clean-data clean
 
 setup: $(STAMP)
 
@@ -43,8 +43,12 @@ $(STAMP): $(SETUP_INPUTS)
 demo: setup
 	$(PY) -m hitpredict.cli demo --conf $(CONF)
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# mypy over lib/ (mypy.ini): every method a stage calls on a Lake must exist on the interface.
+typecheck: setup
+	$(PY) -m mypy
 
 bench: setup
 	@for script in $(wildcard bench/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done

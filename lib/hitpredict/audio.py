@@ -17,6 +17,7 @@ import io
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -261,7 +262,7 @@ class _PyAVDecode:
             limits.check(codec, declared_rate, declared_channels)
         self.rate = 0
         self.channels = 0
-        self.resampler = None
+        self.resampler: Any = None
 
     def close(self) -> None:
         self.container.close()

@@ -364,15 +364,20 @@ class ModelRef(_Section):
         """The reference as :meth:`parse` reads it: the path, ``NAME``, ``NAME/3`` or ``NAME@alias``."""
         if self.path is not None:
             return self.path
-        return self.name + (f"@{self.version}" if self.version and not self.version.isdigit() else
+        return (self.name or "") + (f"@{self.version}" if self.version and not self.version.isdigit() else
                             f"/{self.version}" if self.version else "")
+
+
+#: A preview look-up service, and every one in the default order.
+ResolveService = Literal["deezer", "itunes"]
+RESOLVE_SERVICES: tuple[ResolveService, ...] = ("deezer", "itunes")
 
 
 class ResolveConfig(_Section):
     """Deezer and iTunes look-ups: a 30 s preview (and Deezer's rank) for a catalogue track."""
 
     #: Services to try, in order.
-    services: list[Literal["deezer", "itunes"]] = Field(default_factory=lambda: ["deezer", "itunes"], min_length=1)
+    services: list[ResolveService] = Field(default_factory=lambda: list(RESOLVE_SERVICES), min_length=1)
     deezer_url: str = "https://api.deezer.com"
     itunes_url: str = "https://itunes.apple.com"
     itunes_country: str = Field("US", pattern=r"^[A-Z]{2}$")

@@ -99,6 +99,8 @@ def popular_threshold(popularity: pd.Series, split: pd.Series, threshold: float 
     train = popularity[(split == "train").to_numpy()].dropna()
     if train.empty:
         raise DatasetError("cannot compute the popular threshold: the training split has no popularity values")
+    if quantile is None:
+        raise DatasetError("set dataset.popular_threshold or dataset.popular_quantile")
     return float(np.quantile(train.to_numpy(dtype=float), quantile))
 
 

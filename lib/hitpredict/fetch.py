@@ -277,7 +277,9 @@ class Fetcher:
         if self.config.proxy:
             scheme = self.config.proxy.split("://", 1)[0] if "://" in self.config.proxy else "(none)"
             try:
-                self._session.get_adapter("http://").proxy_manager_for(self.config.proxy)
+                adapter = self._session.get_adapter("http://")
+                assert isinstance(adapter, requests.adapters.HTTPAdapter)   # a PinnedAdapter, mounted above
+                adapter.proxy_manager_for(self.config.proxy)
             except Exception as exc:  # noqa: BLE001 - requests/urllib3 raise several kinds for this
                 raise FetchSetupError(f"fetch.proxy (scheme {scheme!r}) cannot be used: {first_line(exc)}") from None
         for scheme in self.config.allow_schemes:

@@ -157,7 +157,7 @@ def normalise_catalogue(
         audio_uri, preview_url = value.get("audio_uri"), value.get("preview_url")
         refused = None
         path = local_path(audio_uri) if audio_uri and roots is not None else None
-        if path is not None:
+        if path is not None and roots is not None:  # roots is set whenever path is
             if not os.path.isabs(path) and base_dir:
                 audio_uri = path = os.path.normpath(os.path.join(os.path.abspath(base_dir), path))
             refused = outside_roots(path, roots) if os.path.isabs(path) else \
@@ -189,22 +189,24 @@ def normalise_catalogue(
                    f"row {number}: unparsable release_date {value['release_date']!r} (formats: {', '.join(date_formats)})",
                    track_id)
             continue
-        popularity = value.get("popularity")
-        if popularity is not None:
+        popularity_text = value.get("popularity")
+        popularity: float | None = None
+        if popularity_text is not None:
             try:
-                popularity = float(popularity)
+                popularity = float(popularity_text)
             except ValueError:
-                reject(number, record, "bad_popularity", f"row {number}: popularity {popularity!r} is not a number",
+                reject(number, record, "bad_popularity", f"row {number}: popularity {popularity_text!r} is not a number",
                        track_id)
                 continue
             if not 0 <= popularity <= 100 or np.isnan(popularity):
                 reject(number, record, "bad_popularity", f"row {number}: popularity {popularity:g} outside 0-100",
                        track_id)
                 continue
-        streams = value.get("streams")
-        if streams is not None:
+        streams_text = value.get("streams")
+        streams: int | None = None
+        if streams_text is not None:
             try:
-                streams = int(float(streams.replace(",", "")))
+                streams = int(float(streams_text.replace(",", "")))
                 if streams < 0:
                     raise ValueError
             except ValueError:

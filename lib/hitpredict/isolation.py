@@ -80,15 +80,15 @@ class IsolatedWorker:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
-            code = 0
+            child_status = 0
             try:
                 os.close(to_child_w)
                 os.close(from_child_r)
                 _child(to_child_r, from_child_w, parent, self.fn, self.memory_mib * 1024 * 1024)
             except BaseException:  # noqa: BLE001 - nothing may escape into the parent's stack
-                code = 70
+                child_status = 70
             finally:
-                os._exit(code)
+                os._exit(child_status)
         os.close(to_child_r)
         os.close(from_child_w)
         self.pid = pid

@@ -35,6 +35,8 @@ class LoopbackServer:
     def base_url(self) -> str:
         """``http://HOST:PORT`` of the bound socket (the port is known once constructed)."""
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def start(self):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, cast
 
 import pandas as pd
 
@@ -35,8 +35,8 @@ def task_config(config: ResolveConfig, tasks: int) -> ResolveConfig:
     return config.model_copy(update={"itunes_calls_per_minute": config.itunes_calls_per_minute / tasks})
 
 
-def _task(config: ResolveConfig) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    def task(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _task(config: ResolveConfig) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def task(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         with ApiClient(config) as client:
             lookup = PreviewLookup(config, client)
             with ThreadPoolExecutor(config.per_host_concurrency) as pool:
@@ -60,7 +60,9 @@ def resolve_previews(spark: "SparkSession", config: ResolveConfig, queries: pd.D
     tasks = min(len(queries), spark.sparkContext.defaultParallelism)
     frame = spark.createDataFrame(queries[QUERY_COLUMNS].astype(object).where(queries[QUERY_COLUMNS].notna(), None),
                                   "key string, title string, artist string, isrc string")
-    answers = frame.repartition(tasks).mapInPandas(_task(task_config(config, tasks)), ANSWER_SCHEMA).toPandas()
+    task = _task(task_config(config, tasks))
+    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
+    answers = cast(pd.DataFrame, frame.repartition(tasks).mapInPandas(task, ANSWER_SCHEMA).toPandas())
     log.info("resolve: %d track(s) looked up on %s: %s", len(queries), ", ".join(config.services),
              answers.groupby(["service", "status"]).size().to_dict())
     return answers

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import pandas as pd
 
@@ -144,17 +144,17 @@ class CrawlState:
 
 
 def _unit_task(spotify: SpotifyConfig, secrets: SecretsConfig, level: str, genre: str | None
-               ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+               ) -> Callable[[Iterable[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function doing ``level`` units with one spotipy session per task.
 
     After a unit fails, the task's other units are not tried (the service is likely down or
     refusing): they are reported as not done, to be crawled by the next run.
     """
-    def task(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def task(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         crawler: SpotifyCrawler | None = None
         failed: str | None = None
         for frame in frames:
-            out = []
+            out: list[tuple[str, str | None, str | None]] = []  # (unit, payload, error)
             for unit in frame["unit"]:
                 if failed:
                     out.append((unit, None, f"not tried after an earlier failure in its task: {failed}"))
@@ -187,7 +187,8 @@ def _fan_out(spark: "SparkSession", state: CrawlState, level: str, units: list[s
     for start in range(0, len(todo), commit_every):
         group = todo[start:start + commit_every]
         frame = spark.createDataFrame([(u,) for u in group], "unit string").repartition(min(len(group), tasks))
-        results = frame.mapInPandas(task, UNIT_SCHEMA).toPandas()
+        # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
+        results = cast(pd.DataFrame, frame.mapInPandas(task, UNIT_SCHEMA).toPandas())
         for unit, payload, error in results.itertuples(index=False):
             if error:
                 failures.append(f"{level} {unit}: {error}")
@@ -254,12 +255,13 @@ def crawl(config: Config, spark: "SparkSession", lake: Lake, request: CrawlReque
     failures: list[str] = []
     if state.resumed:
         log.info("spotify crawl %s: resuming, %d unit(s) already done", request.crawl_id, state.resumed)
-    if request.playlist:
-        if ("playlist", request.playlist) not in state.done:
-            rows = _resumable(state, lambda: crawler.playlist_rows(request.playlist))
-            state.add("playlist", request.playlist, {"rows": rows}, len(rows))
+    playlist = request.playlist
+    if playlist:
+        if ("playlist", playlist) not in state.done:
+            rows = _resumable(state, lambda: crawler.playlist_rows(playlist))
+            state.add("playlist", playlist, {"rows": rows}, len(rows))
             state.commit()
-        rows = state.done[("playlist", request.playlist)]["rows"]
+        rows = state.done[("playlist", playlist)]["rows"]
     else:
         artists = sorted(_resumable(state, lambda: _artists(request, state, crawler, result)))
         _fan_out(spark, state, "artist", artists,

@@ -6,7 +6,9 @@ Shaped like delta-rs's own python ``writer/`` package, one concern per module:
 module                       runs on     holds
 ===========================  ==========  ===================================================
 :mod:`~.base`                driver      the interface: :class:`Lake`, :class:`TableInfo`,
-                                         :class:`LakeWriteError`, ``ArrowTransform``
+                                         :class:`LakeWriteError`, ``ArrowTransform``,
+                                         :func:`collect_arrow` (Spark rows to the declared
+                                         Arrow schema, both engines)
 :mod:`~.conformance`         both        the schema on write: :func:`schema_differences`,
                                          :func:`conform` and :class:`SchemaMismatchError`
                                          (driver), :func:`check_not_null` (executors)
@@ -16,13 +18,14 @@ module                       runs on     holds
                                          landed-commit check and :func:`remove_orphans`
 :mod:`~.files`               executors   the delta-rs file writer: :class:`ParquetTaskWriter`
                                          (a ``mapInArrow`` function), :func:`file_stats`,
-                                         :func:`write_data_file`, the task error mark
+                                         :func:`write_data_file`, the task error mark;
+                                         :func:`arrow_ipc` (a read's batches to the driver)
 :mod:`~.spark_delta`         driver      ``engine: delta``: :class:`SparkDeltaLake`
 ===========================  ==========  ===================================================
 
 Imports go one way: the engines (``delta_rs``, ``spark_delta``) import ``base``, ``files`` and
-``conformance``; ``base`` and ``files`` import only ``conformance`` (``files`` names
-``base.ArrowTransform`` for type checkers only), so the executor code depends on no driver code. (Python
+``conformance``; ``base`` imports ``files`` and ``conformance``, ``files`` only ``conformance`` (it
+names ``base.ArrowTransform`` for type checkers only), so the executor code depends on no driver code. (Python
 still runs this package's ``__init__``, which re-exports the engines, when an executor unpickles a writer;
 the engines import ``deltalake`` and ``pyspark`` lazily, so that costs no heavy import.)
 

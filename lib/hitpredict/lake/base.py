@@ -4,19 +4,22 @@ Driver-side only. :class:`Lake` declares reading, appending, listing and maintai
 project's Delta tables; its concrete methods (``ensure``, ``compact``, ``append_routed``,
 ``read_columns``, ``tables``, ``frame``) are written against the abstract ones, so an engine
 (:mod:`hitpredict.lake.delta_rs`, :mod:`hitpredict.lake.spark_delta`) overrides only what it does
-better. Schema checks come from :mod:`hitpredict.lake.conformance`.
+better. Every method a stage calls on a lake is declared here (a type checker refuses any other).
+Schema checks come from :mod:`hitpredict.lake.conformance`; :func:`declared_arrow` and
+:func:`collect_arrow` give both engines one way to hand back the declared Arrow schema.
 """
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import pyarrow as pa
 
 from hitpredict.config import LakeConfig
 from hitpredict.lake.conformance import SchemaMismatchError, _check_projection
+from hitpredict.lake.files import ARROW_IPC_SCHEMA, arrow_ipc
 from hitpredict.schemas import TABLES, arrow_schema, spark_schema
 
 if TYPE_CHECKING:
@@ -24,12 +27,49 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-__all__ = ["ArrowTransform", "Lake", "LakeWriteError", "SchemaMismatchError", "TableInfo"]
+__all__ = ["ArrowTransform", "Lake", "LakeWriteError", "SchemaMismatchError", "TableInfo", "collect_arrow",
+           "declared_arrow"]
 
 log = logging.getLogger(__name__)
 
-#: A ``mapInArrow`` function: record batches in, record batches out.
-ArrowTransform = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+#: A ``mapInArrow`` function: record batches in, record batches out (Spark passes an iterator; the
+#: function may return any iterable, usually a generator).
+ArrowTransform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
+
+
+def transform_output(transform_schema: "StructType | None") -> "StructType":
+    """The schema a ``transform`` produces: ``transform_schema``, which an append with a transform must give."""
+    if transform_schema is None:
+        raise ValueError("an append with a transform needs transform_schema, the schema of the transform's output")
+    return transform_schema
+
+
+def declared_arrow(table: str, data: pa.Table | None, columns: Sequence[str] | None = None) -> pa.Table:
+    """``data`` (``None``: no rows) with ``table``'s declared Arrow schema
+    (:func:`hitpredict.schemas.arrow_schema`), or with the declared fields ``columns`` of it, in that
+    order, each cast to its declared type: what ``read_arrow`` and ``read_columns`` return, whatever
+    engine read the rows."""
+    schema = arrow_schema(table)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if data is None:
+        return schema.empty_table()
+    return data.select(schema.names).cast(schema)
+
+
+def collect_arrow(table: str, df: "DataFrame", columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of ``df`` (``table``'s rows, or its ``columns``) as Arrow on the driver, with the declared
+    types (:func:`declared_arrow`).
+
+    The record batches come from Spark's own Arrow conversion (``mapInArrow``, serialised as Arrow IPC
+    by :func:`hitpredict.lake.files.arrow_ipc`), which Spark 3.5 and 4.0 both have: values stay exact
+    (timestamps are instants, whatever ``spark.sql.session.timeZone``; nested lists and structs as they
+    are), unlike a round trip through pandas.
+    """
+    names = list(columns) if columns is not None else arrow_schema(table).names
+    parts = df.select(*names).mapInArrow(arrow_ipc, ARROW_IPC_SCHEMA).collect()
+    batches = [batch for part in parts for batch in pa.ipc.open_stream(part["ipc"])]
+    return declared_arrow(table, pa.Table.from_batches(batches) if batches else None, columns)
 
 
 class LakeWriteError(RuntimeError):
@@ -82,6 +122,11 @@ class Lake(ABC):
     @abstractmethod
     def read(self, table: str) -> "DataFrame":
         """The live rows of ``table`` (an empty DataFrame with its schema if it does not exist)."""
+
+    @abstractmethod
+    def read_arrow(self, table: str) -> pa.Table:
+        """The whole of ``table`` as Arrow on the driver, with its declared schema
+        (:func:`hitpredict.schemas.arrow_schema`; empty if it does not exist): for small tables."""
 
     @abstractmethod
     def append(
@@ -154,7 +199,7 @@ class Lake(ABC):
         from pyspark.sql import functions as F
 
         if transform is not None:
-            df = df.mapInArrow(transform, transform_schema)
+            df = df.mapInArrow(transform, transform_output(transform_schema))
         for table in tables:
             _check_projection(table, df.schema)
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
@@ -168,11 +213,11 @@ class Lake(ABC):
             df.unpersist()
 
     def read_columns(self, table: str, columns: Sequence[str]) -> pa.Table:
-        """A few columns of ``table`` on the driver (keys, statuses): empty if the table does not exist."""
-        schema = arrow_schema(table)
+        """A few columns of ``table`` on the driver (keys, statuses), with their declared types: empty
+        if the table does not exist."""
         if not self.exists(table):
-            return pa.schema([schema.field(c) for c in columns]).empty_table()
-        return pa.Table.from_pandas(self.read(table).select(*columns).toPandas(), preserve_index=False)
+            return declared_arrow(table, None, columns)
+        return collect_arrow(table, self.read(table), columns)
 
     def tables(self) -> list[TableInfo]:
         """Every declared table that exists, in declaration order."""

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from hitpredict.lake.base import ArrowTransform, Lake, LakeWriteError, TableInfo
+from hitpredict.lake.base import ArrowTransform, Lake, LakeWriteError, TableInfo, declared_arrow, transform_output
 from hitpredict.lake.conformance import _check_projection, conform
 from hitpredict.lake.files import ParquetTaskWriter, _task_error, file_stats, write_data_file
 from hitpredict.schemas import arrow_schema, spark_schema, table_key
@@ -118,23 +118,23 @@ class DeltaRsLake(Lake):
                     raise
 
     def read_columns(self, table: str, columns: Sequence[str]) -> pa.Table:
-        """``columns`` of ``table`` as an Arrow table on the driver, read from the Parquet files
-        without Spark (empty, with those columns' types, if the table does not exist)."""
+        """``columns`` of ``table`` as an Arrow table on the driver, with their declared types, read
+        from the Parquet files without Spark (empty if the table does not exist)."""
         from deltalake import DeltaTable
 
-        schema = arrow_schema(table)
         if not self.exists(table):
-            return pa.schema([schema.field(c) for c in columns]).empty_table()
+            return declared_arrow(table, None, columns)
         dataset = DeltaTable(self.location(table)).to_pyarrow_dataset()
-        return dataset.to_table(columns=list(columns))
+        return declared_arrow(table, dataset.to_table(columns=list(columns)), columns)
 
     def read_arrow(self, table: str) -> pa.Table:
-        """The whole table as Arrow, on the driver: for small tables and tests."""
+        """The whole table as Arrow on the driver, with its declared schema, read from the Parquet
+        files without Spark (empty if the table does not exist): for small tables."""
         from deltalake import DeltaTable
 
         if not self.exists(table):
-            return arrow_schema(table).empty_table()
-        return pa.table(DeltaTable(self.location(table)).to_pyarrow_table()).cast(arrow_schema(table))
+            return declared_arrow(table, None)
+        return declared_arrow(table, pa.table(DeltaTable(self.location(table)).to_pyarrow_table()))
 
     def describe(self, table: str) -> TableInfo | None:
         """Version, live files and rows of ``table`` from its log alone (rows from the files'
@@ -172,7 +172,7 @@ class DeltaRsLake(Lake):
         """
         if transform is None:
             return self._write(conform(table, df), None, [table], commit_info)[table]
-        _check_projection(table, transform_schema)
+        _check_projection(table, transform_output(transform_schema))
         return self._write(df, None, [table], commit_info, transform)[table]
 
     def _optimize(self, table: str) -> None:
@@ -232,7 +232,7 @@ class DeltaRsLake(Lake):
         one fails). Returns each table's version after its commit."""
         # One pass over df: each task transforms and writes every table's files, then one commit per table.
         for table in tables:
-            _check_projection(table, transform_schema if transform is not None else df.schema)
+            _check_projection(table, transform_output(transform_schema) if transform is not None else df.schema)
         return self._write(df, route_column, list(tables), commit_info, transform)
 
     def _write(
@@ -314,7 +314,7 @@ class DeltaRsLake(Lake):
                     return start, adds  # nothing new: no commit
                 # The txn makes Delta fail this commit if a concurrent one carrying the same id landed first.
                 txn = [Transaction(f"hitpredict.keys.{table}", start + 1)] if key else None
-                if creating:
+                if table_now is None:  # creating
                     # No commit retries: delta-rs would otherwise land a second CREATE on top of a racing
                     # creator's version 0 (verified with deltalake 1.6.6); losing here means: append instead.
                     info = CommitProperties(custom_metadata=metadata, app_transactions=txn, max_commit_retries=0)
@@ -322,7 +322,7 @@ class DeltaRsLake(Lake):
                                                   commit_properties=info)
                 else:
                     info = CommitProperties(custom_metadata=metadata, app_transactions=txn)
-                    table_now.create_write_transaction(adds, "append", schema, commit_properties=info)
+                    table_now.create_write_transaction(list(adds), "append", schema, commit_properties=info)
                 version = _version_of_write(path, write_id, start)
                 if version is None:
                     raise LakeWriteError(f"table {table!r}: write {write_id} committed but is not in the log")
@@ -461,7 +461,8 @@ def remove_orphans(location: str, grace_s: float, now: float | None = None) -> i
                 limit *= 4
     removed = 0
     for info in old:
-        if _OUR_FILE.match(info.base_name).group(1) not in committed:
+        ours = _OUR_FILE.match(info.base_name)  # every file in old matched
+        if ours is not None and ours.group(1) not in committed:
             fs.delete_file(info.path)
             removed += 1
     if removed:

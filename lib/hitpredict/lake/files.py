@@ -9,13 +9,16 @@ imports the driver side.
 A row error raised in a task (a NOT NULL column holding nulls, an unroutable row) carries
 ``_ROW_ERROR_MARK``, so that :func:`_task_error` can pick our own message out of the Spark task
 failure the driver sees.
+
+:func:`arrow_ipc` is the executor side of a read, for either engine: it ships a task's record
+batches to the driver unchanged (``Lake.read_arrow`` and ``Lake.read_columns`` through Spark).
 """
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +31,7 @@ from hitpredict.schemas import arrow_schema
 if TYPE_CHECKING:
     from hitpredict.lake.base import ArrowTransform
 
-__all__ = ["ParquetTaskWriter", "file_stats", "write_data_file"]
+__all__ = ["ARROW_IPC_SCHEMA", "ParquetTaskWriter", "arrow_ipc", "file_stats", "write_data_file"]
 
 #: Marker that lets the driver pick our own error out of a Spark task failure.
 _ROW_ERROR_MARK = "hitpredict-lake-error: "
@@ -139,7 +142,7 @@ class ParquetTaskWriter:
         self.write_id = write_id
         self.rows_per_file = rows_per_file
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
@@ -172,6 +175,23 @@ class ParquetTaskWriter:
             raise ValueError(_ROW_ERROR_MARK + str(exc)) from exc
         files = [f for out in outputs.values() for f in out.files]
         yield pa.RecordBatch.from_pylist(files, schema=self._OUTPUT_ARROW)
+
+
+#: What :func:`arrow_ipc` returns: one row per record batch, the batch as an Arrow IPC stream.
+ARROW_IPC_SCHEMA = "ipc binary"
+
+
+def arrow_ipc(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A ``mapInArrow`` function: each non-empty record batch, exactly as Spark converted it to Arrow,
+    as one row holding its Arrow IPC stream (read back with ``pyarrow.ipc.open_stream``)."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as stream:
+            stream.write_batch(batch)
+        yield pa.RecordBatch.from_pylist([{"ipc": sink.getvalue().to_pybytes()}],
+                                         schema=pa.schema([("ipc", pa.binary())]))
 
 
 _STAT_TYPES: tuple[Callable[[pa.DataType], bool], ...] = (

@@ -18,13 +18,15 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from hitpredict.lake.base import ArrowTransform, Lake, LakeWriteError, TableInfo
+import pyarrow as pa
+
+from hitpredict.lake.base import ArrowTransform, Lake, LakeWriteError, TableInfo, collect_arrow, transform_output
 from hitpredict.lake.conformance import conform
 from hitpredict.lake.files import _task_error
 from hitpredict.schemas import arrow_schema, table_key
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, Row
     from pyspark.sql.types import StructType
 
 __all__ = ["SparkDeltaLake"]
@@ -72,11 +74,18 @@ class SparkDeltaLake(Lake):
         loc = self.location(table)
         return loc if self._by_name() else f"delta.`{loc}`"
 
+    def _one_row(self, query: str) -> "Row":
+        """The first row ``query`` returns (``DESCRIBE`` of a table that exists always returns one)."""
+        row = self.spark.sql(query).first()
+        if row is None:
+            raise RuntimeError(f"{query} returned no row")
+        return row
+
     def version(self, table: str) -> int | None:
         """Latest committed version of ``table`` (``DESCRIBE HISTORY``), ``None`` if it does not exist."""
         if not self.exists(table):
             return None
-        return int(self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 1").first()["version"])
+        return int(self._one_row(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 1")["version"])
 
     def read(self, table: str) -> "DataFrame":
         """The table's live rows, in its declared column order (empty if it does not exist)."""
@@ -85,6 +94,11 @@ class SparkDeltaLake(Lake):
         reader = self.spark.read
         df = reader.table(self.location(table)) if self._by_name() else reader.format("delta").load(self.location(table))
         return df.select(*[f.name for f in arrow_schema(table)])
+
+    def read_arrow(self, table: str) -> pa.Table:
+        """The table's live rows as Arrow on the driver, with its declared schema (through Spark's own
+        Arrow conversion, :func:`~hitpredict.lake.base.collect_arrow`): for small tables."""
+        return collect_arrow(table, self.read(table))
 
     def append(
         self, table: str, df: "DataFrame", commit_info: dict[str, str] | None = None,
@@ -107,7 +121,7 @@ class SparkDeltaLake(Lake):
             The write failed; the table is unchanged.
         """
         if transform is not None:
-            df = df.mapInArrow(transform, transform_schema)
+            df = df.mapInArrow(transform, transform_output(transform_schema))
             df = df.select(*[c for c in arrow_schema(table).names if c in df.columns])
         df = conform(table, df)
         if table_key(table):
@@ -200,6 +214,6 @@ class SparkDeltaLake(Lake):
         job) of ``table``; ``None`` if it does not exist."""
         if not self.exists(table):
             return None
-        detail = self.spark.sql(f"DESCRIBE DETAIL {self._ref(table)}").first()
+        detail = self._one_row(f"DESCRIBE DETAIL {self._ref(table)}")
         return TableInfo(table, self.location(table), self.version(table) or 0, int(detail["numFiles"]),
                          self.read(table).count())

@@ -50,6 +50,7 @@ def _bundle_fingerprint(directory: Path) -> str:
 def _registry_version(ref: ModelRef, mlflow_config: MlflowConfig) -> str:
     """The version number ``ref`` names in the registry (its alias resolved, the latest if none);
     ``BundleError`` (one line, listing the versions) if there is none."""
+    assert ref.name is not None   # a registry reference: ModelRef holds a name or a path
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -88,6 +89,7 @@ def resolve_model(ref: ModelRef, mlflow_config: MlflowConfig) -> ResolvedModel:
     else:
         import mlflow
 
+        assert ref.name is not None   # a registry reference: ModelRef holds a name or a path
         version = _registry_version(ref, mlflow_config)
         try:
             folder = Path(mlflow.artifacts.download_artifacts(f"models:/{ref.name}/{version}"))

@@ -87,6 +87,7 @@ def score_rows(bundle: ModelBundle, model_name: str, model_version: str, track_i
         if explains(bundle, settings) else []
     outputs = bundle.predict_occluded(mel, summary, segments)
     base = outputs[:, 0, :]
+    class_names = bundle.label_names or []   # a multiclass bundle carries its class names
     rows = []
     for i, track_id in enumerate(track_ids):
         row: dict[str, Any] = {"track_id": track_id, "model_name": model_name, "model_version": model_version,
@@ -102,8 +103,8 @@ def score_rows(bundle: ModelBundle, model_name: str, model_version: str, track_i
                 row["segment_importance"] = (base[i, 0] - outputs[i, 1:, 0]).astype(np.float32).tolist()
         elif target.ranked:   # the top k classes, with their probabilities
             order = np.argsort(-base[i], kind="stable")[: settings.top_k_artists]
-            row[target.output_column] = [{"artist": bundle.label_names[j], "prob": float(base[i, j])}
+            row[target.output_column] = [{"artist": class_names[j], "prob": float(base[i, j])}
                                          for j in order]
         else:   # the most probable class
-            row[target.output_column] = bundle.label_names[int(np.argmax(base[i]))]
+            row[target.output_column] = class_names[int(np.argmax(base[i]))]
     return rows

@@ -124,4 +124,5 @@ def read_folder(spark: "SparkSession", root: str, extensions: Sequence[str], par
     local_root = local_path(root)
     describe = functools.partial(_describe_partition, root=os.path.abspath(local_root) if local_root else None)
     described = paths.repartition(partitions).mapInPandas(describe, schema + ", order long")
-    return described.toPandas().sort_values("order").drop(columns="order").reset_index(drop=True)
+    frame: pd.DataFrame = described.toPandas()
+    return frame.sort_values("order").drop(columns="order").reset_index(drop=True)

@@ -12,11 +12,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
     from hitpredict.lake import Lake
 
 log = logging.getLogger(__name__)
+
+
+def local_mode(spark: "SparkSession") -> bool:
+    """Whether ``spark`` runs in Spark local mode (every task in this machine's one JVM)."""
+    master = spark.sparkContext.master
+    if master is None:
+        raise RuntimeError("the Spark session has no master URL (spark.master is not set)")
+    return master.startswith("local")
 
 
 def record_batches(rows: Iterable[dict[str, Any]], schema: pa.Schema, rows_per_batch: int) -> Iterator[pa.RecordBatch]:

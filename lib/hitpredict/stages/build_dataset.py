@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
                 "rows long, summary_total binary, summary_squares binary")
 
 
-def _moments_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _moments_task(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side: per-band mel and per-dimension summary moments of one partition."""
     mel, summary = RunningMoments(), RunningMoments()
     for batch in batches:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -93,7 +93,7 @@ class FeatureTask:
                     row["error_kind"], row["error_detail"] = "decode_error", f"decoder {err.detail}"[:DETAIL_CHARS]
                     yield row
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """``mapInArrow``: batches of (track_id, sha256, audio) -> batches of ``features`` rows."""
         from threadpoolctl import threadpool_limits
 

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -83,7 +83,7 @@ class FetchTask:
         self.out_rows = out_rows
         self.local_roots = tuple(local_roots)
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         runs: dict[str, int] = {}
         queries: dict[str, TrackQuery] = {}
         seen: set[str] = set()

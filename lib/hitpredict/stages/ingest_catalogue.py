@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, cast
 
 import pandas as pd
 
@@ -42,7 +42,8 @@ DEEZER_RANK_PER_POINT = 10_000
 
 def existing_keys(lake: Lake) -> dict[str, dict[str, str]]:
     """Keys of the tracks already in the catalogue, each mapped to its track id."""
-    known = lake.read("catalogue").select(*KEY_COLUMNS).toPandas()
+    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
+    known = cast(pd.DataFrame, lake.read("catalogue").select(*KEY_COLUMNS).toPandas())
     return {key: dict(zip(known[key].dropna(), known.loc[known[key].notna(), "track_id"])) for key in KEY_COLUMNS}
 
 
@@ -154,7 +155,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake, path: str | None = No
         artists: list[str] | None = None, playlist: str | None = None, crawl_tag: str | None = None) -> StageReport:
     """Ingest ``path`` (default ``ingest.path``) or a Spotify crawl; appends only tracks not in the catalogue yet."""
     started = time.monotonic()
-    kind = config.ingest.source or ("spotify" if genre or artists or playlist else None)
+    kind: str | None = config.ingest.source or ("spotify" if genre or artists or playlist else None)
     crawl = None
     if kind == "spotify":
         request = spotify_crawl.CrawlRequest.from_config(config.spotify, genre, artists, playlist, crawl_tag)

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +29,7 @@ from hitpredict.lake import Lake
 from hitpredict.schemas import SCORES
 from hitpredict.scoring.registry import ResolvedModel, resolve_model
 from hitpredict.scoring.scorer import ScoreError, ScoreSettings, score_rows
-from hitpredict.stages.base import StageReport, append_by_groups
+from hitpredict.stages.base import StageReport, append_by_groups, local_mode
 from hitpredict.train.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -106,14 +106,15 @@ def pending_tracks(lake: Lake, models: list[ResolvedModel], only: set[str] | Non
 
 def task_threads(spark: "SparkSession") -> int:
     """Threads for one scoring task: the cores a task owns (local mode: this machine's, shared out)."""
-    if spark.sparkContext.master.startswith("local"):
+    if local_mode(spark):
         return max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
-    return int(spark.conf.get("spark.task.cpus", "1"))
+    cpus = spark.conf.get("spark.task.cpus", "1")
+    return int(cpus) if cpus is not None else 1
 
 
 def ship_folder(spark: "SparkSession", directory: str) -> str:
     """Make a model folder readable by every executor; returns what ``ScoreTask`` opens."""
-    if spark.sparkContext.master.startswith("local"):
+    if local_mode(spark):
         return directory
     name = f"hitpredict-model-{uuid.uuid4().hex[:12]}"
     staged = os.path.join(tempfile.mkdtemp(prefix="hitpredict-ship-"), name)
@@ -165,7 +166,7 @@ class ScoreTask:
             bundles.append(_LOADED[key])
         return bundles
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """``mapInArrow``: batches of (track_id, mel, summary, models) -> batches of ``scores`` rows, one
         per track and model index listed in its ``models``."""
         bundles = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hitpredict.audio_params import AudioParams
@@ -30,9 +30,9 @@ class FolderResult:
     """What a score-folder run did: the report of each stage it ran, the score result and the
     folder's track ids."""
 
-    stages: list[StageReport] = field(default_factory=list)
-    score: "score_catalogue.ScoreResult | None" = None
-    track_ids: list[str] = field(default_factory=list)
+    stages: list[StageReport]
+    score: score_catalogue.ScoreResult
+    track_ids: list[str]
 
 
 def folder_track_ids(lake: Lake, folder: str) -> list[str]:
@@ -60,13 +60,12 @@ def run(config: Config, spark: "SparkSession", lake: Lake, folder: str) -> Folde
     parameters and score them (only them) with every model of ``score.models``."""
     models = score_catalogue.resolve_models(config)
     config = model_audio_config(config, models)
-    result = FolderResult()
-    result.stages.append(ingest_catalogue.run(config, spark, lake, folder))
-    ids = result.track_ids = folder_track_ids(lake, folder)
+    stages = [ingest_catalogue.run(config, spark, lake, folder)]
+    ids = folder_track_ids(lake, folder)
     if not ids:
         raise ScoreError(f"{folder}: no audio files with extensions {', '.join(config.ingest.audio_extensions)}")
-    result.stages.append(fetch_previews.run(config, spark, lake, only=set(ids)))
-    result.stages.append(extract_features.run(config, spark, lake, only=set(ids)))
-    result.score = score_catalogue.run(config, spark, lake, models=models, only=set(ids))
-    result.stages.append(result.score.report)
-    return result
+    stages.append(fetch_previews.run(config, spark, lake, only=set(ids)))
+    stages.append(extract_features.run(config, spark, lake, only=set(ids)))
+    score = score_catalogue.run(config, spark, lake, models=models, only=set(ids))
+    stages.append(score.report)
+    return FolderResult(stages, score, ids)

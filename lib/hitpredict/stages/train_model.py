@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
 from hitpredict.models import ModelSpec, build_model, input_names
 from hitpredict.predict import predict_examples
-from hitpredict.stages.base import StageReport
+from hitpredict.stages.base import StageReport, local_mode
 from hitpredict.targets import target_named
 from hitpredict.train import plots
 from hitpredict.train.bundle import ModelBundle, reference_quantiles
@@ -156,8 +156,7 @@ def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_pr
 
 def _local_threads(spark: "SparkSession", num_proc: int) -> int | None:
     """On Spark local mode all processes share this machine: split its cores between them."""
-    master = spark.sparkContext.master
-    if not master.startswith("local"):
+    if not local_mode(spark):
         return None
     return max(1, (os.cpu_count() or 1) // num_proc)
 
@@ -267,7 +266,8 @@ def predict_splits(config: Config, spark: "SparkSession", training: Training) ->
     cfg, bundle_dir = config.train, str(training.bundle_dir)
     threads = _local_threads(spark, spark.sparkContext.defaultParallelism)
     examples = training.examples
-    test = predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads).toPandas()
+    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
+    test = cast(pd.DataFrame, predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads).toPandas())
     test = test.sort_values("track_id").reset_index(drop=True)
     reference = predict_examples(examples.where(F.col("split") == "train").orderBy(F.rand(cfg.seed))
                                  .limit(cfg.reference_rows), bundle_dir, threads).toPandas()

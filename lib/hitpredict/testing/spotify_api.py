@@ -31,6 +31,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from hitpredict.loopback import LoopbackServer, send_json
@@ -118,7 +119,8 @@ class SpotifyApiServer(LoopbackServer):
 
     # ------------------------------------------------------------------ objects
     def _artist(self, a: FakeArtist) -> dict:
-        out = {"id": a.id, "name": a.name, "genres": a.genres, "type": "artist", "uri": f"spotify:artist:{a.id}"}
+        out: dict[str, Any] = {"id": a.id, "name": a.name, "genres": a.genres, "type": "artist",
+                               "uri": f"spotify:artist:{a.id}"}
         if not self.restricted:
             out["popularity"] = 50
         return out

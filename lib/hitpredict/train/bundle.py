@@ -221,7 +221,7 @@ class _GraphCall:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.function = None
+        self.function: Any = None
 
     def __call__(self, inputs: Any) -> Any:
         if self.function is None:

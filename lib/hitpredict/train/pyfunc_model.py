@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 from hitpredict.targets import target_named
 from hitpredict.train.bundle import ModelBundle
 
 
-class HitpredictModel(mlflow.pyfunc.PythonModel):
+class HitpredictModel(PythonModel):
     """A :class:`~hitpredict.train.bundle.ModelBundle` as an MLflow pyfunc model."""
 
     def load_context(self, context: Any) -> None:
@@ -31,4 +32,4 @@ class HitpredictModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(out, columns=names, index=model_input.index)
 
 
-mlflow.models.set_model(HitpredictModel())
+set_model(HitpredictModel())

@@ -77,7 +77,7 @@ class _Throughput:
     """Keras callback: training-only seconds of each epoch (validation excluded)."""
 
     def __init__(self) -> None:
-        class Callback(keras().callbacks.Callback):
+        class Callback(keras().callbacks.Callback):  # type: ignore[misc]  # Keras 2's base, found at run time
             def __init__(inner) -> None:
                 super().__init__()
                 inner.seconds: list[float] = []
