@@ -13,13 +13,15 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, cast
+
+import pandas as pd
 
 from hitpredict.config import SparkConfig
 from hitpredict.logs import verbosity
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +154,9 @@ def quiet_jvm_options(settings: dict[str, str], log4j: Path) -> dict[str, str]:
         if "log4j2.configurationFile" not in current and "log4j.configurationFile" not in current:
             out[key] = f"{current} -Dlog4j2.configurationFile=file:{log4j}".strip()
     return out
+
+
+def to_pandas(df: "DataFrame") -> pd.DataFrame:
+    """``df.toPandas()``, typed as the pandas DataFrame it is (pyspark's stubs name a
+    ``PandasDataFrameLike`` that type checkers cannot resolve)."""
+    return cast(pd.DataFrame, df.toPandas())

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, cast
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import pandas as pd
 
 from hitpredict.config import ResolveConfig
 from hitpredict.sources.api_client import ApiClient
 from hitpredict.sources.preview_lookup import PreviewLookup, TrackQuery, tried_text
+from hitpredict.spark import to_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -61,8 +62,7 @@ def resolve_previews(spark: "SparkSession", config: ResolveConfig, queries: pd.D
     frame = spark.createDataFrame(queries[QUERY_COLUMNS].astype(object).where(queries[QUERY_COLUMNS].notna(), None),
                                   "key string, title string, artist string, isrc string")
     task = _task(task_config(config, tasks))
-    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
-    answers = cast(pd.DataFrame, frame.repartition(tasks).mapInPandas(task, ANSWER_SCHEMA).toPandas())
+    answers = to_pandas(frame.repartition(tasks).mapInPandas(task, ANSWER_SCHEMA))
     log.info("resolve: %d track(s) looked up on %s: %s", len(queries), ", ".join(config.services),
              answers.groupby(["service", "status"]).size().to_dict())
     return answers

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -24,6 +24,7 @@ from hitpredict.credentials import spotify_credentials
 from hitpredict.lake import Lake
 from hitpredict.sources.spotify import (CrawlStats, SpotifyCrawler, SpotifyError, assemble,
                                         crawler_with, spotify_id)
+from hitpredict.spark import to_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -187,8 +188,7 @@ def _fan_out(spark: "SparkSession", state: CrawlState, level: str, units: list[s
     for start in range(0, len(todo), commit_every):
         group = todo[start:start + commit_every]
         frame = spark.createDataFrame([(u,) for u in group], "unit string").repartition(min(len(group), tasks))
-        # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
-        results = cast(pd.DataFrame, frame.mapInPandas(task, UNIT_SCHEMA).toPandas())
+        results = to_pandas(frame.mapInPandas(task, UNIT_SCHEMA))
         for unit, payload, error in results.itertuples(index=False):
             if error:
                 failures.append(f"{level} {unit}: {error}")

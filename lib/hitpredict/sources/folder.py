@@ -16,6 +16,7 @@ import pandas as pd
 
 from hitpredict.audio_paths import local_path, outside_roots, real_roots
 from hitpredict.ingest import SourceError
+from hitpredict.spark import to_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -124,5 +125,4 @@ def read_folder(spark: "SparkSession", root: str, extensions: Sequence[str], par
     local_root = local_path(root)
     describe = functools.partial(_describe_partition, root=os.path.abspath(local_root) if local_root else None)
     described = paths.repartition(partitions).mapInPandas(describe, schema + ", order long")
-    frame: pd.DataFrame = described.toPandas()
-    return frame.sort_values("order").drop(columns="order").reset_index(drop=True)
+    return to_pandas(described).sort_values("order").drop(columns="order").reset_index(drop=True)

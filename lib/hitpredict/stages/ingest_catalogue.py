@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Iterator, cast
+from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 
@@ -29,6 +29,7 @@ from hitpredict.ingest import SourceError, clean_value, normalise_catalogue, nor
 from hitpredict.lake import Lake
 from hitpredict.sources.folder import read_folder
 from hitpredict.sources.table_file import infer_kind, read_chunks
+from hitpredict.spark import to_pandas
 from hitpredict.stages.base import StageReport
 
 if TYPE_CHECKING:
@@ -42,8 +43,7 @@ DEEZER_RANK_PER_POINT = 10_000
 
 def existing_keys(lake: Lake) -> dict[str, dict[str, str]]:
     """Keys of the tracks already in the catalogue, each mapped to its track id."""
-    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
-    known = cast(pd.DataFrame, lake.read("catalogue").select(*KEY_COLUMNS).toPandas())
+    known = to_pandas(lake.read("catalogue").select(*KEY_COLUMNS))
     return {key: dict(zip(known[key].dropna(), known.loc[known[key].notna(), "track_id"])) for key in KEY_COLUMNS}
 
 

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
 from hitpredict.models import ModelSpec, build_model, input_names
 from hitpredict.predict import predict_examples
+from hitpredict.spark import to_pandas
 from hitpredict.stages.base import StageReport, local_mode
 from hitpredict.targets import target_named
 from hitpredict.train import plots
@@ -266,8 +267,7 @@ def predict_splits(config: Config, spark: "SparkSession", training: Training) ->
     cfg, bundle_dir = config.train, str(training.bundle_dir)
     threads = _local_threads(spark, spark.sparkContext.defaultParallelism)
     examples = training.examples
-    # pyspark's stubs type toPandas() as "PandasDataFrameLike", which mypy cannot resolve: it is a pandas DataFrame.
-    test = cast(pd.DataFrame, predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads).toPandas())
+    test = to_pandas(predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads))
     test = test.sort_values("track_id").reset_index(drop=True)
     reference = predict_examples(examples.where(F.col("split") == "train").orderBy(F.rand(cfg.seed))
                                  .limit(cfg.reference_rows), bundle_dir, threads).toPandas()
