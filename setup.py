@@ -7,7 +7,7 @@ setup(
     description="Distributed batch prediction of a track's hit potential from its audio",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
-    package_data={"hitpredict": ["py.typed"]},
+    package_data={"hitpredict": ["py.typed", "configs/*.yaml"]},
     python_requires=">=3.10",
     # Loose floors only: the exact, verified set lives in conf/constraints.txt and is
     # applied by `make setup`. A cluster (Databricks, spark-submit) brings its own

@@ -178,3 +178,19 @@ def test_loading_a_config_does_not_load_the_model_package():
             "print(sorted(m for m in ('hitpredict.models', 'tensorflow', 'tf_keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_conf_names_a_shipped_config_or_a_file(tmp_path, monkeypatch):
+    """`--conf local` reads the config shipped in the package (what a wheel user has); a file path is read as
+    given, even when a file of the bare name exists here; an unknown bare name lists the shipped ones."""
+    from hitpredict.config import SHIPPED_CONFIGS, config_path, shipped_config_names
+
+    assert shipped_config_names() == ["cluster", "databricks", "local"]
+    monkeypatch.chdir(tmp_path)
+    assert load_config("local").source == str(SHIPPED_CONFIGS / "local.yaml")
+    assert load_config("databricks").lake.engine == "delta"
+    (tmp_path / "local").write_text("lake:\n  root: ./elsewhere\n")
+    assert config_path("local") == Path("local")
+    assert load_config("local").lake.root == "./elsewhere"
+    with pytest.raises(ConfigError, match=r"^nosuch: no such config file.*shipped: cluster, databricks, local\)$"):
+        load_config("nosuch")

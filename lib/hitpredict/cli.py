@@ -86,7 +86,8 @@ class Command:
 
 #: Options every command takes, before its own.
 COMMON_ARGUMENTS = (
-    arg("--conf", default=None, help="YAML config (default: built-in embedded defaults)"),
+    arg("--conf", default=None, help="YAML config file, or the name of a shipped one: local, cluster, databricks "
+                                      "(default: built-in embedded defaults)"),
     arg("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set fetch.max_concurrency=32 (repeatable)"),
     arg("-v", "--verbose", action="count", default=0,

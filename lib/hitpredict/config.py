@@ -603,6 +603,8 @@ def load_config(
     ConfigError : one line naming the file, the key, the bad value and what is allowed.
     """
     environ = os.environ if environ is None else environ
+    if path is not None:
+        path = config_path(path)
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:
@@ -628,6 +630,34 @@ def load_config(
         return Config.model_validate({**raw, "source": source})
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, source, origins)) from None
+
+
+#: The configs shipped inside the package (``lib/hitpredict/configs/NAME.yaml``; ``conf/NAME.yaml`` links
+#: to them in the repository), so ``--conf local`` works from an installed wheel with no repository.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the configs shipped in the package (``local``, ``cluster``, ``databricks``)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def config_path(path: str | os.PathLike[str]) -> Path:
+    """The YAML file that ``--conf`` names: a path as given, or, for a bare name such as ``local``
+    that is not a file here, the shipped config of that name.
+
+    Raises
+    ------
+    ConfigError : a bare name that is neither a file nor a shipped config (the message lists them).
+    """
+    given = Path(path)
+    if given.exists() or given.suffix in (".yaml", ".yml") or len(given.parts) != 1:
+        return given
+    shipped = SHIPPED_CONFIGS / f"{given.name}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"{path}: no such config file, and no shipped config of that name "
+                      f"(shipped: {', '.join(shipped_config_names())})")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
