@@ -23,7 +23,7 @@ HOROVOD_BUILD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD
 SETUP_INPUTS := conf/requirements.txt conf/constraints.txt setup.py Makefile
 STAMP := $(VENV)/.setup-$(shell cat $(SETUP_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test typecheck bench lock check-stack clean-data clean
+.PHONY: setup demo test typecheck bench lock check-stack clean-data clean wheel cluster-test test-spark35
 
 setup: $(STAMP)
 
@@ -49,6 +49,19 @@ test: setup typecheck
 # mypy over lib/ (mypy.ini): every method a stage calls on a Lake must exist on the interface.
 typecheck: setup
 	$(PY) -m mypy
+
+# The wheel a cluster or Databricks installs: dist/hitpredict-<version>-py3-none-any.whl.
+wheel: setup
+	rm -rf dist build lib/hitpredict.egg-info
+	$(PIP) wheel -q --no-deps --no-build-isolation -w dist .
+
+# A standalone Spark cluster (master + 2 workers on 127.0.0.1): every stage spark-submitted with the wheel.
+cluster-test: setup wheel
+	$(PY) -m pytest -q tests/cluster $(PYTEST_ARGS)
+
+# The data-plane, dataset and scoring tests on pyspark 3.5 (Databricks 15.4 LTS ML) in a second venv.
+test-spark35: setup
+	@echo "test-spark35: not written yet"; exit 1
 
 bench: setup
 	@for script in $(wildcard bench/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
