@@ -50,18 +50,48 @@ test: setup typecheck
 typecheck: setup
 	$(PY) -m mypy
 
-# The wheel a cluster or Databricks installs: dist/hitpredict-<version>-py3-none-any.whl.
-wheel: setup
-	rm -rf dist build lib/hitpredict.egg-info
-	$(PIP) wheel -q --no-deps --no-build-isolation -w dist .
+# The wheel a cluster or Databricks installs: dist/hitpredict-<version>-py3-none-any.whl (the package, its
+# console entry points, the shipped configs). `databricks bundle deploy` runs this target. It needs only
+# pip: the venv's when `make setup` made one, else $(PYTHON)'s (an isolated build, which fetches setuptools).
+# build/ goes first: setuptools would copy stale modules from an earlier build into the wheel.
+WHEEL_BUILD = $(if $(wildcard $(PY)),$(PIP) wheel --no-build-isolation,$(PYTHON) -m pip wheel)
+wheel:
+	rm -rf build lib/hitpredict.egg-info dist/hitpredict-*.whl
+	$(WHEEL_BUILD) -q --no-deps -w dist .
+	@ls dist/hitpredict-*.whl
 
-# A standalone Spark cluster (master + 2 workers on 127.0.0.1): every stage spark-submitted with the wheel.
+# A standalone Spark cluster (a master and 2 one-core workers on 127.0.0.1, started from the pip pyspark):
+# every stage spark-submitted with the built wheel, its tables compared with a local-mode run; every
+# process it starts is stopped by pid (tests/cluster). Prints the wall times; summary in /tmp/cluster/summary.txt.
 cluster-test: setup wheel
-	$(PY) -m pytest -q tests/cluster $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rP tests/cluster $(PYTEST_ARGS)
 
 # The data-plane, dataset and scoring tests on pyspark 3.5 (Databricks 15.4 LTS ML) in a second venv.
-test-spark35: setup
-	@echo "test-spark35: not written yet"; exit 1
+# .venv-spark35 holds only the packages pinned in conf/constraints-spark35.txt (pyspark, pandas, pyarrow,
+# numpy and the scipy/scikit-learn/matplotlib builds that run on that numpy). A .pth line appends the main
+# .venv's site-packages AFTER its own, so its versions win and TensorFlow, Horovod, deltalake, librosa,
+# mlflow and pytest are not installed twice. tests/test_environment.py proves which versions ran; mypy
+# checks lib/ against pyspark 3.5's type hints (a Spark 4-only method such as DataFrame.toArrow fails it).
+VENV35 := .venv-spark35
+PY35   := $(VENV35)/bin/python
+STAMP35 := $(VENV35)/.setup-$(shell cat conf/constraints-spark35.txt Makefile 2>/dev/null | sha1sum | cut -c1-12)
+SPARK35_TESTS ?= tests/test_environment.py tests/test_lake.py tests/test_ingest.py tests/test_features.py \
+	tests/test_dataset.py tests/test_data_plane.py tests/test_scoring.py
+
+$(STAMP35): conf/constraints-spark35.txt Makefile $(STAMP)
+	test -x $(PY35) || $(PYTHON) -m venv $(VENV35)
+	$(PY35) -m pip --disable-pip-version-check install -q --no-deps -r conf/constraints-spark35.txt
+	$(PY35) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "zz-hitpredict-main-venv.pth").write_text("import site; site.addsitedir(%r)\n" % sys.argv[1])' \
+		"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(PY35) -c 'import hitpredict, pyspark; assert pyspark.__version__.startswith("3.5."), pyspark.__file__'
+	rm -f $(VENV35)/.setup-*
+	touch $@
+
+test-spark35: setup $(STAMP35)
+	@$(PY35) -c 'import numpy, pandas, pyarrow, pyspark, sys; print("test-spark35: python %s, pyspark %s, pandas %s, pyarrow %s, numpy %s" % (sys.version.split()[0], pyspark.__version__, pandas.__version__, pyarrow.__version__, numpy.__version__))'
+	$(PY35) -m mypy --cache-dir $(VENV35)/.mypy_cache   # lib/ against pyspark 3.5's own type hints
+	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) \
+		HITPREDICT_CONSTRAINTS=conf/constraints-spark35.txt $(PY35) -m pytest $(SPARK35_TESTS) $(PYTEST_ARGS)
 
 bench: setup
 	@for script in $(wildcard bench/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
@@ -75,7 +105,7 @@ lock: setup
 	@echo "review conf/constraints.lock.new, then move it over conf/constraints.txt (keep pip/setuptools/wheel pins)"
 
 clean-data:
-	rm -rf lakehouse mlruns data
+	rm -rf lakehouse mlflow.db mlartifacts mlruns data
 
 clean: clean-data
-	rm -rf $(VENV) build *.egg-info lib/*.egg-info
+	rm -rf $(VENV) .venv-spark35 build *.egg-info lib/*.egg-info

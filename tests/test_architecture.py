@@ -132,11 +132,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "targets", "families", "audio_params", "schemas", "logs", "keras_compat", "config", "spark"),
     ("audio", "audio_paths", "body_decoding", "net_guard", "http_retry", "signed_urls", "features", "clip_features",
      "dataset", "evaluation", "ingest", "credentials", "isolation", "models", "plotting", "fetch", "loopback",
-     "preview_server", "synth"),
+     "preview_server", "synth", "progress", "notebook"),
     ("lake",),
     ("sources", "fanouts", "train", "predict", "scoring", "stackcheck", "testing"),
     ("stages",),
     ("cli",),
+    ("jobs",),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -45,7 +45,7 @@ def demo_command(root: Path, *extra: str) -> list[str]:
             "--set", "sample.tracks=60", "--set", "sample.artists=12", "--set", "sample.seconds=6",
             "--set", "sample.preview_port=0", "--set", "audio.clip_seconds=6", "--set", "audio.min_seconds=1",
             "--set", f"train.output_dir={root / 'models'}", "--set", f"train.petastorm_cache={root / 'petastorm'}",
-            "--set", f"mlflow.tracking_uri=file:{root / 'mlruns'}", "--set", "train.epochs=1",
+            "--set", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "--set", "train.epochs=1",
             "--set", "train.num_proc=2", "--set", "train.bootstrap_rounds=20",
             "--set", "train.augment.crop_frames=null",
             "--set", f"score.report_dir={root / 'report'}", "--set", "demo.models={popular: cnn}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -35,7 +36,7 @@ def scoring_config(root: Path, *extra: str):
         f"lake.root={root / 'lakehouse'}", f"sample.dir={root / 'sample'}", f"sample.tracks={FIRST + ADDED}",
         "sample.artists=17", "sample.seconds=6", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
-        f"mlflow.tracking_uri=file:{root / 'mlruns'}", "train.epochs=4", "train.bootstrap_rounds=50",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=4", "train.bootstrap_rounds=50",
         "train.augment.crop_frames=null", "score.segment_seconds=1", "score.top_k_artists=3",
         f"score.report_dir={root / 'report'}", *extra,
     ], environ={"SPOTIPY_CLIENT_ID": "scoring-client", "SPOTIPY_CLIENT_SECRET": SECRET})
@@ -315,7 +316,10 @@ def test_console_errors_of_a_page_are_caught(tmp_path):
 def test_credentials_in_the_config_reach_no_mlflow_param_artifact_or_model(world):
     root = world["root"]
     assert world["config"].secrets.spotify_client_secret.get_secret_value() == SECRET
-    files = [p for folder in ("mlruns", "models", "report") for p in (root / folder).rglob("*") if p.is_file()]
-    assert any(p.parent.name == "params" for p in files) and any(p.name == "bundle.json" for p in files)
+    files = [root / "mlflow.db"] + [p for folder in ("mlartifacts", "models", "report")
+                                    for p in (root / folder).rglob("*") if p.is_file()]
+    with sqlite3.connect(root / "mlflow.db") as db:   # the runs' params live in the tracking database
+        assert db.execute("SELECT COUNT(*) FROM params WHERE key = 'family'").fetchone()[0] >= 3
+    assert any(p.name == "bundle.json" for p in files) and any(p.name == "MLmodel" for p in files)
     leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert not leaked, f"secret in {leaked}"

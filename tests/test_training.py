@@ -27,7 +27,7 @@ def training_config(root: Path, *extra: str):
         f"lake.root={root / 'lakehouse'}", f"sample.dir={root / 'sample'}", "sample.tracks=360", "sample.artists=36",
         "sample.seconds=6", "sample.preview_port=0", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
-        f"mlflow.tracking_uri=file:{root / 'mlruns'}", "train.epochs=10", "train.patience=4",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=10", "train.patience=4",
         "train.bootstrap_rounds=300", *extra,
     ], environ={})
 

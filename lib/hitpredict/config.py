@@ -309,9 +309,13 @@ class TrainConfig(_Section):
 class MlflowConfig(_Section):
     """Experiment tracking and the model registry."""
 
-    #: ``file:./mlruns`` on the embedded default; null uses the platform's own (Databricks workspace).
-    tracking_uri: str | None = "file:./mlruns"
+    #: ``sqlite:///mlflow.db`` (a SQLite database, relative to the working folder) on the embedded
+    #: default; a server's URL; null uses the platform's own (Databricks workspace).
+    tracking_uri: str | None = "sqlite:///mlflow.db"
     registry_uri: str | None = None
+    #: Where a new experiment keeps its artifacts (a folder or URI); null: ``mlartifacts/`` beside a
+    #: SQLite database, the tracking server's own choice otherwise.
+    artifact_location: str | None = None
     experiment: str = "hitpredict"
     #: Registered model name; ``{target}`` becomes the dataset target.
     model_name: str = "hitpredict-{target}"
@@ -482,6 +486,16 @@ class DemoConfig(_Section):
         default_factory=lambda: {"popular": None, "artist": "mlp", "region": "mlp"})
 
 
+class ProgressConfig(_Section):
+    """How a run shows progress while it waits (sample generation, fetch, features, training, scoring):
+    a bar on an interactive terminal, else a log line every ``interval_s`` seconds and a final line."""
+
+    #: Seconds between two progress lines in a log (a file, CI, a Databricks job's output).
+    interval_s: float = Field(10.0, gt=0)
+    #: On an interactive terminal, draw a tqdm bar (false: log lines there too).
+    bar: bool = True
+
+
 class SampleConfig(_Section):
     """The bundled sample catalogue, generated on first use (never downloaded)."""
 
@@ -577,6 +591,7 @@ class Config(_Section):
     score: ScoreConfig = ScoreConfig()
     demo: DemoConfig = DemoConfig()
     sample: SampleConfig = SampleConfig()
+    progress: ProgressConfig = ProgressConfig()
     secrets: SecretsConfig = SecretsConfig()
     #: Where the config came from, for messages; not a key users set.
     source: str = Field("<defaults>", exclude=True)
@@ -595,7 +610,7 @@ def load_config(
     Parameters
     ----------
     path : YAML file; ``None`` gives the built-in defaults (the embedded local setup).
-    overrides : ``"section.key=value"`` strings; the value is parsed as YAML.
+    overrides : ``"section.key=value"`` strings; the value is parsed as YAML. A blank string is skipped.
     environ : environment to read (defaults to ``os.environ``).
 
     Raises
@@ -618,6 +633,8 @@ def load_config(
         raw["secrets"] = secrets
     origins: dict[str, str] = {}
     for item in overrides:
+        if not item.strip():   # an empty --set (a Databricks job parameter left empty) sets nothing
+            continue
         key, value = _parse_override(item, source)
         origins[key] = f"--set {item}"
         _set_dotted(raw, key, value, origins[key])

@@ -66,6 +66,7 @@ def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoR
     sample = ensure_sample_catalogue(
         config.sample.dir, config.sample.tracks, config.sample.artists, seed=config.sample.seed,
         seconds=config.sample.seconds, sample_rate=config.audio.sample_rate,
+        progress_interval_s=config.progress.interval_s, progress_bar=config.progress.bar,
     )
     report.stages.append(StageReport("generate_sample", config.sample.tracks, len(sample.rows),
                                      seconds=time.monotonic() - started, notes=f"MP3s in {sample.audio_dir}"))

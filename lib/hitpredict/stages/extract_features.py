@@ -24,6 +24,7 @@ from hitpredict.config import Config
 from hitpredict.features import keep_freed_memory
 from hitpredict.isolation import IsolatedWorker, WorkerFailed
 from hitpredict.lake import Lake
+from hitpredict.progress import spark_progress
 from hitpredict.schemas import FEATURES
 from hitpredict.stages.base import StageReport, append_by_groups, outcomes_since, record_batches
 
@@ -138,8 +139,9 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
                            limits=DecodeLimits(fc.max_channels, fc.max_source_rate_hz),
                            isolate=fc.decode_in_child, memory_mib=fc.decode_memory_mib,
                            timeout_s=fc.decode_timeout_s, decode_fn=decode_fn)
-        append_by_groups(lake, "previews", ["track_id", "sha256", "audio"], wanted, "left_semi", "features", task,
-                         FEATURES, config.features.commit_every, {"hitpredict.stage": "extract_features"})
+        with spark_progress(spark, "extract_features", config.progress.interval_s, bar=config.progress.bar):
+            append_by_groups(lake, "previews", ["track_id", "sha256", "audio"], wanted, "left_semi", "features",
+                             task, FEATURES, config.features.commit_every, {"hitpredict.stage": "extract_features"})
     report.add_outcomes(outcomes_since(lake, "features", "extracted_at", since))
     report.notes = f"log-mel {params.n_mels}x{params.frames} float16"
     report.seconds = time.monotonic() - started

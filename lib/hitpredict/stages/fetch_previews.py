@@ -35,6 +35,7 @@ import pyarrow as pa
 from hitpredict.config import Config, FetchConfig, ResolveConfig
 from hitpredict.fetch import SETUP_ERROR, Fetcher, FetchItem, FetchResult, FetchSetupError, Refresh, Refreshed
 from hitpredict.lake import Lake, LakeWriteError
+from hitpredict.progress import spark_progress
 from hitpredict.schemas import PREVIEWS
 from hitpredict.signed_urls import is_expired, signed_url_expiry
 from hitpredict.sources.api_client import ApiClient
@@ -191,23 +192,24 @@ def run(config: Config, spark: "SparkSession", lake: Lake, only: set[str] | None
     parallelism = spark.sparkContext.defaultParallelism
     for table in TABLES:
         lake.ensure(table)
-    for start in range(0, len(todo), cfg.commit_every):
-        chunk = todo.iloc[start:start + cfg.commit_every]
-        keys = spark.createDataFrame(chunk[PENDING_COLUMNS + ["runs"]], PENDING_SCHEMA)
-        if keys.rdd.getNumPartitions() < min(len(chunk), parallelism):
-            keys = keys.repartition(min(len(chunk), parallelism))
-        try:
-            lake.append_routed(keys, "table", TABLES, {"hitpredict.stage": "fetch_previews"},
-                               transform=FetchTask(cfg, config.resolve if cfg.refresh_expired else None,
-                                                   local_roots=roots),
-                               transform_schema=from_arrow_schema(RESULT_SCHEMA))
-        except LakeWriteError as exc:
-            setup = setup_error_in(exc)
-            if setup is not None:
-                raise FetchSetupError(f"fetch_previews stopped, nothing marked in this chunk: {setup}") from exc
-            raise
-        log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
-                 time.monotonic() - started)
+    with spark_progress(spark, "fetch_previews", config.progress.interval_s, bar=config.progress.bar):
+        for start in range(0, len(todo), cfg.commit_every):
+            chunk = todo.iloc[start:start + cfg.commit_every]
+            keys = spark.createDataFrame(chunk[PENDING_COLUMNS + ["runs"]], PENDING_SCHEMA)
+            if keys.rdd.getNumPartitions() < min(len(chunk), parallelism):
+                keys = keys.repartition(min(len(chunk), parallelism))
+            try:
+                lake.append_routed(keys, "table", TABLES, {"hitpredict.stage": "fetch_previews"},
+                                   transform=FetchTask(cfg, config.resolve if cfg.refresh_expired else None,
+                                                       local_roots=roots),
+                                   transform_schema=from_arrow_schema(RESULT_SCHEMA))
+            except LakeWriteError as exc:
+                setup = setup_error_in(exc)
+                if setup is not None:
+                    raise FetchSetupError(f"fetch_previews stopped, nothing marked in this chunk: {setup}") from exc
+                raise
+            log.info("fetch_previews: %d/%d tracks committed (%.1fs)", start + len(chunk), len(todo),
+                     time.monotonic() - started)
     report.add_outcomes(outcomes_since(lake, "previews", "fetched_at", since))
     summary = signed_url_summary(todo, lake, since, cfg.expiry_margin_s)
     if summary:

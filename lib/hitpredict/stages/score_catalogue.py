@@ -26,6 +26,7 @@ from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
 from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
+from hitpredict.progress import spark_progress
 from hitpredict.schemas import SCORES
 from hitpredict.scoring.registry import ResolvedModel, resolve_model
 from hitpredict.scoring.scorer import ScoreError, ScoreSettings, score_rows
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Spectrogram rows per Arrow batch handed to a scoring task (a 30 s row is ~330 KB).
 ROWS_PER_ARROW_BATCH = 64
-_SPARK_FILES = "sparkfiles:"
 
 
 @dataclass
@@ -113,14 +113,14 @@ def task_threads(spark: "SparkSession") -> int:
 
 
 def ship_folder(spark: "SparkSession", directory: str) -> str:
-    """Make a model folder readable by every executor; returns what ``ScoreTask`` opens."""
-    if local_mode(spark):
-        return directory
+    """Ship a model folder to every executor as a zip archive (``SparkContext.addArchive``: a cluster
+    refuses ``addFile`` of a local folder); returns the archive's name, which ``ScoreTask`` opens
+    unpacked with ``SparkFiles.get(name)``. One path for local mode and clusters alike."""
     name = f"hitpredict-model-{uuid.uuid4().hex[:12]}"
-    staged = os.path.join(tempfile.mkdtemp(prefix="hitpredict-ship-"), name)
-    shutil.copytree(directory, staged)
-    spark.sparkContext.addFile(staged, recursive=True)
-    return _SPARK_FILES + name
+    archive = shutil.make_archive(os.path.join(tempfile.mkdtemp(prefix="hitpredict-ship-"), name), "zip",
+                                  root_dir=directory)
+    spark.sparkContext.addArchive(archive)
+    return os.path.basename(archive)
 
 
 #: Bundles loaded by this Python worker, by folder and version: Spark reuses workers across tasks, so a
@@ -132,7 +132,7 @@ class ScoreTask:
     """The executor side: every model loaded once per worker, one ``scores`` row per (track, model)."""
 
     def __init__(self, models: list[tuple[str, str, str]], settings: ScoreSettings, threads: int | None) -> None:
-        self.models = models            # (name, version, shipped folder)
+        self.models = models            # (name, version, shipped archive: ship_folder)
         self.settings = settings
         self.threads = threads
 
@@ -153,11 +153,10 @@ class ScoreTask:
             except RuntimeError:   # a reused Python worker has initialised TensorFlow already
                 pass
         bundles = []
-        for _, version, where in self.models:
-            if where.startswith(_SPARK_FILES):
-                from pyspark import SparkFiles
+        from pyspark import SparkFiles
 
-                where = SparkFiles.get(where[len(_SPARK_FILES):])
+        for _, version, archive in self.models:
+            where = SparkFiles.get(archive)
             key = f"{where}#{version}"
             if key not in _LOADED:
                 if len(_LOADED) >= 8:
@@ -209,9 +208,10 @@ def run(config: Config, spark: "SparkSession", lake: Lake, models: list[Resolved
         previous = spark.conf.get(batch_key, None)
         spark.conf.set(batch_key, str(ROWS_PER_ARROW_BATCH))
         try:
-            append_by_groups(lake, "features", ["track_id", "mel", "summary"], wanted, "inner", "scores", task, SCORES,
-                             config.score.commit_every,
-                             {"hitpredict.stage": "score_catalogue", "hitpredict.models": names})
+            with spark_progress(spark, "score_catalogue", config.progress.interval_s, bar=config.progress.bar):
+                append_by_groups(lake, "features", ["track_id", "mel", "summary"], wanted, "inner", "scores", task,
+                                 SCORES, config.score.commit_every,
+                                 {"hitpredict.stage": "score_catalogue", "hitpredict.models": names})
         finally:
             if previous is None:
                 spark.conf.unset(batch_key)

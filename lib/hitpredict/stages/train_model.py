@@ -28,6 +28,7 @@ from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
 from hitpredict.models import ModelSpec, build_model, input_names
 from hitpredict.predict import predict_examples
+from hitpredict.progress import progress_settings
 from hitpredict.spark import to_pandas
 from hitpredict.stages.base import StageReport, local_mode
 from hitpredict.targets import target_named
@@ -209,8 +210,10 @@ def run(config: Config, spark: "SparkSession", lake: Lake, family: str | None = 
     training = plan_training(config, spark, lake, family or config.train.family, num_proc or config.train.num_proc)
     result = TrainResult(report=StageReport("train_model", rows_in=len(training.keys)), family=training.plan.family,
                          dataset_id=training.dataset_id, task=training.plan.spec.task, num_proc=training.num_proc)
-    ranks = train_on_processes(spark, training.examples, training.plan, training.num_proc,
-                               config.train.petastorm_cache)
+    # The Horovod processes read the progress settings from the environment they inherit.
+    with progress_settings(config.progress.interval_s, config.progress.bar):
+        ranks = train_on_processes(spark, training.examples, training.plan, training.num_proc,
+                                   config.train.petastorm_cache)
     result.history, result.samples_per_s = ranks[0]["history"], samples_per_second(ranks)
     bundle = make_bundle(training, ranks[0]["weights"])
     bundle.save(training.bundle_dir)   # the Spark tasks that predict load it from there

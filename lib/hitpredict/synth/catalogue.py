@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from hitpredict.progress import Progress
 from hitpredict.synth.music import TrackStyle, render, write_audio
 
 log = logging.getLogger(__name__)
@@ -157,16 +158,20 @@ def _render_one(args: tuple[TrackStyle, str, int, int]) -> int:
 
 def render_catalogue(
     rows: Sequence[SyntheticTrack], audio_dir: str | os.PathLike[str], sample_rate: int = 22050,
-    workers: int | None = None, channels: int = 1,
+    workers: int | None = None, channels: int = 1, progress_interval_s: float | None = None,
+    progress_bar: bool | None = None,
 ) -> int:
-    """Write each row's MP3 into ``audio_dir`` (skipping files already there); returns how many were written."""
+    """Write each row's MP3 into ``audio_dir`` (skipping files already there); returns how many were written.
+
+    Progress per track (:class:`~hitpredict.progress.Progress`: a bar on a terminal, else a line every
+    ``progress_interval_s`` seconds, default :func:`~hitpredict.progress.default_interval_s`).
+    """
     audio_dir = Path(audio_dir)
     audio_dir.mkdir(parents=True, exist_ok=True)
     todo = [(r.style, str(audio_dir / r.audio_file), sample_rate, channels) for r in rows
             if not (audio_dir / r.audio_file).exists()]
     if not todo:
         return 0
-    started = time.monotonic()
     workers = workers or min(len(todo), os.cpu_count() or 1)
     done = 0
     if workers == 1:
@@ -175,9 +180,10 @@ def render_catalogue(
         pool = ProcessPoolExecutor(max_workers=workers)
         results = pool.map(_render_one, todo, chunksize=4)
     try:
-        for done, _ in enumerate(results, start=1):
-            if done % 50 == 0 or done == len(todo):
-                log.info("rendered %d/%d tracks (%.0fs)", done, len(todo), time.monotonic() - started)
+        with Progress("generate_sample", len(todo), "tracks", interval_s=progress_interval_s, bar=progress_bar,
+                      logger=log) as progress:
+            for done, _ in enumerate(results, start=1):
+                progress.update()
     finally:
         if workers != 1:
             pool.shutdown()
@@ -246,11 +252,13 @@ class SampleCatalogue:
 def ensure_sample_catalogue(
     root: str | os.PathLike[str], tracks: int, artists: int, seed: int = 7, seconds: float = 30.0,
     sample_rate: int = 22050, workers: int | None = None, channels: int = 1,
+    progress_interval_s: float | None = None, progress_bar: bool | None = None,
 ) -> SampleCatalogue:
     """Generate the catalogue under ``root`` unless an identical one is already there.
 
     Writes ``audio/<track_id>.mp3``, ``catalogue.csv``, ``truth.jsonl`` and a
-    ``manifest.json`` keyed by the arguments, so a second call is free.
+    ``manifest.json`` keyed by the arguments, so a second call is free. ``progress_*``: see
+    :func:`render_catalogue`.
     """
     root = Path(root)
     params = {"tracks": tracks, "artists": artists, "seed": seed, "seconds": seconds, "sample_rate": sample_rate,
@@ -268,7 +276,8 @@ def ensure_sample_catalogue(
         for stale in sample.audio_dir.glob("*.mp3"):  # rendered with other parameters
             stale.unlink()
     started = time.monotonic()
-    written = render_catalogue(rows, sample.audio_dir, sample_rate=sample_rate, workers=workers, channels=channels)
+    written = render_catalogue(rows, sample.audio_dir, sample_rate=sample_rate, workers=workers, channels=channels,
+                               progress_interval_s=progress_interval_s, progress_bar=progress_bar)
     write_catalogue_csv(rows, sample.csv_path, sample.audio_dir)
     write_truth(rows, root / "truth.jsonl")
     manifest.write_text(json.dumps({"key": key, **params}, indent=2))

@@ -21,11 +21,43 @@ def on_databricks_ml() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ and importlib.util.find_spec("sparkdl") is not None
 
 
+#: What ``--py-files`` may ship onto executors' Python path (pyspark adds no other kind there).
+_PY_FILE_KINDS = (".zip", ".egg", ".jar")
+
+
+def shipped_python_path() -> list[str]:
+    """The Python files the job shipped (``spark.submit.pyFiles``: ``spark-submit --py-files``) as the
+    Horovod processes find them, to put first on their PYTHONPATH.
+
+    ``horovod.spark.run`` starts each process in its executor's working folder, where Spark put the
+    shipped files, but with the *driver's* PYTHONPATH, whose paths only the driver's machine has:
+    on a cluster those processes would import the driver's copy, or nothing. So each file is named
+    relative to that folder (a cluster's executors), then under the driver's SparkFiles folder
+    (local mode, where executors share the driver's). Empty without an active SparkContext.
+    """
+    try:
+        from pyspark import SparkContext, SparkFiles
+    except ImportError:
+        return []
+    context = SparkContext._active_spark_context
+    if context is None:
+        return []
+    names = [os.path.basename(p) for p in context.getConf().get("spark.submit.pyFiles", "").split(",")
+             if p and p.lower().endswith(_PY_FILE_KINDS)]
+    return [*names, *(os.path.join(SparkFiles.getRootDirectory(), name) for name in names)]
+
+
 def worker_env() -> dict[str, str]:
-    """The environment of every Horovod process: Keras 2, and the run's verbosity (quiet TensorFlow,
+    """The environment of every Horovod process: Keras 2, the run's verbosity (quiet TensorFlow,
     AutoGraph, MLflow and Python warnings by default: Petastorm 0.13 calls pyarrow APIs that warn
-    on every reader start)."""
-    return {**os.environ, **KERAS2_ENVIRONMENT, **child_environment(verbosity())}
+    on every reader start), and the job's shipped Python files first on PYTHONPATH
+    (:func:`shipped_python_path`)."""
+    env = {**os.environ, **KERAS2_ENVIRONMENT, **child_environment(verbosity())}
+    shipped = shipped_python_path()
+    if shipped:
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([*shipped, *rest])
+    return env
 
 
 # Asked in a fresh interpreter: what horovod.tensorflow itself answers about its build.

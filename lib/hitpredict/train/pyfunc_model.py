@@ -1,32 +1,130 @@
 """The MLflow pyfunc face of a model bundle ("models from code": MLflow loads this file).
 
-``mlflow.pyfunc.load_model(uri).predict(df)`` takes a DataFrame with the stored feature
-columns ``mel`` (float16 bytes) and ``summary`` and returns one column per output.
+``mlflow.pyfunc.load_model(uri).predict(df)`` takes a DataFrame with, per row, one of:
+
+- ``audio``: an audio file's bytes (MP3, M4A, WAV, ...; base64 text is accepted too, which is how the
+  scoring server's JSON carries a binary column);
+- ``path``: the path of an audio file the predicting process can read (not in a model server, where it
+  would let any caller make the server open its files);
+- ``mel`` (float16 bytes) and ``summary``: the stored columns of the ``features`` table.
+
+Audio is decoded and featurised exactly as ``hitpredict score FILE`` does (``clip_features.features_row``,
+one thread) with the audio parameters and ``min_seconds`` stored in the bundle, so the numbers equal
+that command's. It returns one column per output (see :meth:`HitpredictModel.predict`).
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from hitpredict.audio_params import AudioParams
+from hitpredict.clip_features import features_row
+from hitpredict.keras_compat import ensure_keras2
 from hitpredict.targets import target_named
-from hitpredict.train.bundle import ModelBundle
+from hitpredict.train.bundle import BundleError, ModelBundle
+
+#: The input columns, in the order a row's first non-empty one is used.
+INPUT_COLUMNS = ("audio", "path", "mel")
+#: What MLflow's scoring server (``mlflow models serve``, Databricks Model Serving) sets in its process.
+SERVING_VARIABLE = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"
+#: The shortest audio accepted (seconds) when a bundle does not record it: the ``audio`` config default.
+DEFAULT_MIN_SECONDS = 5.0
+
+
+def _empty(value: Any) -> bool:
+    """Whether a cell holds nothing (None, NaN, empty bytes or text)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    return isinstance(value, (bytes, str)) and len(value) == 0
+
+
+def _audio_bytes(value: Any, row: str) -> bytes:
+    """An ``audio`` cell as bytes: bytes as they are, text as base64; ``BundleError`` naming the row otherwise."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BundleError(f"{row}: the audio column holds text that is not base64") from None
+    raise BundleError(f"{row}: the audio column holds {type(value).__name__}, not bytes or base64 text")
+
+
+def model_features(bundle: ModelBundle, model_input: pd.DataFrame) -> tuple[list[bytes], list[Any]]:
+    """The ``mel`` (float16 bytes) and ``summary`` inputs of ``bundle`` for each row of ``model_input``
+    (see the module docstring); ``BundleError`` (one line naming the row) for a row with no input, an
+    unreadable path, or audio that cannot be decoded."""
+    from threadpoolctl import threadpool_limits
+
+    columns = [c for c in INPUT_COLUMNS if c in model_input.columns]
+    if not columns:
+        raise BundleError(f"no input column: give one of {', '.join(INPUT_COLUMNS)} (with summary) per row; "
+                          f"got columns {', '.join(map(str, model_input.columns)) or 'none'}")
+    params = AudioParams.from_dict(bundle.audio)
+    min_seconds = float(bundle.audio.get("min_seconds", DEFAULT_MIN_SECONDS))
+    with_summary = "summary" in bundle.inputs
+    mel: list[bytes] = []
+    summary: list[Any] = []
+    for position, (_, row) in enumerate(model_input.iterrows()):
+        where = f"row {position}"
+        column = next((c for c in columns if not _empty(row[c])), None)
+        if column is None:
+            raise BundleError(f"{where}: empty; give one of {', '.join(INPUT_COLUMNS)}")
+        if column == "mel":
+            mel.append(row["mel"])
+            summary.append(row["summary"] if "summary" in model_input.columns else None)
+            continue
+        if column == "path":
+            if os.environ.get(SERVING_VARIABLE, "").lower() == "true":
+                raise BundleError(f"{where}: a model server does not read paths (that would open its own files "
+                                  f"for any caller); send the file's bytes in the audio column, base64 in JSON")
+            name = str(row["path"])
+            where = f"{where} ({name})"
+            try:
+                audio = Path(name).expanduser().read_bytes()
+            except OSError as exc:
+                raise BundleError(f"{where}: cannot read: {exc.strerror}") from None
+        else:
+            name, audio = f"row-{position}", _audio_bytes(row["audio"], where)
+        with threadpool_limits(1):   # as extract_features and score FILE: the same bytes give the same bits
+            features = features_row(name, None, audio, params, min_seconds, with_summary)
+        if features["status"] != "ok":
+            raise BundleError(f"{where}: cannot score: {features['error_kind']}: {features['error_detail']}")
+        mel.append(features["mel"])
+        summary.append(features["summary"])
+    return mel, summary
 
 
 class HitpredictModel(PythonModel):
     """A :class:`~hitpredict.train.bundle.ModelBundle` as an MLflow pyfunc model."""
 
     def load_context(self, context: Any) -> None:
-        """Load the bundle folder MLflow stored as the ``bundle`` artifact."""
+        """Load the bundle folder MLflow stored as the ``bundle`` artifact (Keras 2 selected first, so a
+        user's own process needs no hitpredict environment variable)."""
+        ensure_keras2()
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """``model_input`` (n rows: ``mel`` float16 bytes, ``summary``) -> the model's outputs, n rows, same
-        index: the target's scores column (``prob_popular`` 0-1, ``popularity_pred``), or one probability
-        column per class name for a multiclass target."""
-        out = self.bundle.predict(model_input["mel"].tolist(), model_input["summary"].tolist())
+        """``model_input`` (n rows, each with ``audio``, ``path`` or ``mel`` + ``summary``) -> the model's
+        outputs, n rows, same index: the target's score column (``prob_popular`` 0-1, ``popularity_pred``), or
+        one probability column per class name for a multiclass target. A row that cannot be scored raises an
+        ``MlflowException`` (invalid parameter value: the scoring server answers 400) naming the row."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mel, summary = model_features(self.bundle, model_input)
+        except BundleError as exc:
+            raise MlflowException.invalid_parameter_value(f"hitpredict: {exc}") from None
+        out = self.bundle.predict(mel, summary)
         names = self.bundle.label_names if self.bundle.spec.task == "multiclass" else [
             target_named(self.bundle.target).output_column]
         return pd.DataFrame(out, columns=names, index=model_input.index)

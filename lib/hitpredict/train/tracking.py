@@ -2,36 +2,153 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import io
+import json
 import logging
 import os
+import pkgutil
+import sqlite3
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from hitpredict.config import MlflowConfig
+from hitpredict.errors import HitpredictError
 from hitpredict.logs import verbosity
+from hitpredict.targets import target_named
+from hitpredict.train.bundle import BUNDLE_FILE
 
 log = logging.getLogger(__name__)
+
+
+#: The folder, beside a SQLite tracking database, where new experiments keep their artifacts
+#: (``mlflow.artifact_location`` overrides it), and the plain-folder store older releases wrote there.
+ARTIFACTS_FOLDER, LEGACY_FOLDER = "mlartifacts", "mlruns"
+
+
+class TrackingError(HitpredictError):
+    """The configured tracking store cannot be used as it is; one line that says what to do."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (``PATH`` relative to the working folder, or
+    absolute as ``sqlite:////abs/path``), made absolute; ``None`` for other URIs and in-memory databases."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path).expanduser().resolve() if path and path != ":memory:" else None
+
+
+def _is_file_store(folder: Path) -> bool:
+    """Whether ``folder`` holds MLflow's plain-folder store: experiment folders with ``meta.yaml``, or a registry."""
+    return folder.is_dir() and (any(folder.glob("*/meta.yaml")) or (folder / "models").is_dir())
+
+
+def migrate_file_store(source: Path, database: Path) -> None:
+    """Copy every experiment, run, logged model and registered model of the plain-folder store ``source``
+    into the new SQLite database ``database`` with MLflow's own ``mlflow migrate-filestore`` code. The
+    artifacts stay in ``source`` (the database points at them). Written to a temporary file and renamed,
+    so a failed migration leaves no half-filled database."""
+    from mlflow.store.fs2db import migrate
+
+    partial = database.with_name(database.name + ".migrating")
+    leftovers = [partial.with_name(partial.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):   # MLflow prints its summary table
+            migrate(source, f"sqlite:///{partial}", progress=False)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and MLflow raise many kinds
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        raise TrackingError(f"cannot migrate the MLflow runs in {source} to {database}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}; run `mlflow migrate-filestore "
+                            f"--source {source} --target sqlite:///{database}` to see why") from None
+    gc.collect()   # close the migration's pooled connections, then fold its write-ahead log into the file
+    with contextlib.closing(sqlite3.connect(partial)) as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+    os.replace(partial, database)
+    log.info("migrated the MLflow runs and models of %s into %s (their artifacts stay in %s)", source, database, source)
+    log.debug("%s", printed.getvalue())
 
 
 def configure(config: MlflowConfig) -> str:
     """Point MLflow at the configured tracking store; returns the tracking URI in use.
 
-    A ``file:`` store is MLflow's plain-folder backend (the embedded default); recent
-    MLflow releases refuse it unless asked, so this opts in for that case only.
+    A ``sqlite:///`` store (the embedded default) is made absolute and its folder created; when the database
+    does not exist yet and an older release's plain-folder store ``mlruns/`` sits beside it, that store is
+    migrated into it first (:func:`migrate_file_store`). A ``file:`` store is refused (``TrackingError``)
+    unless the user opted in with ``MLFLOW_ALLOW_FILE_STORE=true``: MLflow 3 keeps it in maintenance mode.
     """
     import mlflow
 
     uri = config.tracking_uri
+    database = sqlite_path(uri) if uri else None
     if uri and uri.startswith("file:"):
-        path = Path(uri[len("file:"):]).expanduser()
-        uri = "file:" + str(path.resolve())
-        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+            raise TrackingError(
+                f"mlflow.tracking_uri {uri}: MLflow 3 keeps plain-folder stores in maintenance mode; use "
+                f"sqlite:///mlflow.db (hitpredict migrates a ./mlruns beside it on first use, or run `mlflow "
+                f"migrate-filestore --source ./mlruns --target sqlite:///mlflow.db`), "
+                f"or set MLFLOW_ALLOW_FILE_STORE=true")
+        uri = "file:" + str(Path(uri[len("file:"):]).expanduser().resolve())
+    elif database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        legacy = database.parent / LEGACY_FOLDER
+        if not database.exists() and _is_file_store(legacy):
+            migrate_file_store(legacy, database)
+        uri = f"sqlite:///{database}"
     if uri:
         mlflow.set_tracking_uri(uri)
     if config.registry_uri:
         mlflow.set_registry_uri(config.registry_uri)
     return mlflow.get_tracking_uri()
+
+
+def experiment_id(config: MlflowConfig) -> str:
+    """The id of ``config.experiment``, created if missing with its artifacts in ``config.artifact_location``
+    (default: ``mlartifacts/`` beside a SQLite database, the server's choice otherwise)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(config.experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = config.artifact_location
+    database = sqlite_path(mlflow.get_tracking_uri())
+    if location is None and database is not None:
+        location = (database.parent / ARTIFACTS_FOLDER).as_uri()
+    elif location is not None and "://" not in location and not location.startswith("file:"):
+        location = Path(location).expanduser().resolve().as_uri()
+    try:
+        return str(client.create_experiment(config.experiment, artifact_location=location))
+    except MlflowException:   # created by another process since the look-up
+        again = client.get_experiment_by_name(config.experiment)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def model_signature(bundle: dict[str, Any]) -> Any:
+    """The pyfunc's MLflow signature for a bundle's ``bundle.json`` content: any of the inputs ``audio``
+    (bytes; base64 in JSON), ``path`` (a file the server can read), or the stored features ``mel`` (float16
+    bytes) with ``summary`` (floats); the outputs: the target's score column, or one probability per class."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    inputs = Schema([ColSpec(DataType.binary, "audio", required=False),
+                     ColSpec(DataType.string, "path", required=False),
+                     ColSpec(DataType.binary, "mel", required=False),
+                     ColSpec(AnyType(), "summary", required=False)])
+    names = bundle.get("label_names") if bundle["spec"]["task"] == "multiclass" else [
+        target_named(bundle["target"]).output_column]
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.double, str(n)) for n in names or []]))
 
 
 @contextlib.contextmanager
@@ -62,6 +179,21 @@ class LoggedModel:
     version: str | None = None
 
 
+def model_code_file(directory: Path) -> str:
+    """``pyfunc_model.py`` (the registered model's code, MLflow models-from-code) as a real file: this
+    package's own, or, when hitpredict was imported from a zip (a wheel shipped with
+    ``spark-submit --py-files``, where ``__file__`` is a path inside the archive), a copy in ``directory``."""
+    own = Path(__file__).with_name("pyfunc_model.py")
+    if own.is_file():
+        return str(own)
+    code = pkgutil.get_data(__package__ or "hitpredict.train", "pyfunc_model.py")
+    if code is None:
+        raise HitpredictError(f"cannot read pyfunc_model.py from {own.parent}")
+    copy = directory / "pyfunc_model.py"
+    copy.write_bytes(code)
+    return str(copy)
+
+
 def log_run(config: MlflowConfig, run_name: str, params: dict[str, Any], history: dict[str, list[float]],
             metrics: dict[str, float], artifacts: Path, bundle_dir: Path, model_name: str) -> LoggedModel:
     """One MLflow run: params, per-epoch metrics, test metrics, plots/JSON, and the model
@@ -71,7 +203,7 @@ def log_run(config: MlflowConfig, run_name: str, params: dict[str, Any], history
     from mlflow.tracking import MlflowClient
 
     configure(config)
-    mlflow.set_experiment(config.experiment)
+    mlflow.set_experiment(experiment_id=experiment_id(config))
     client = MlflowClient()
     with mlflow.start_run(run_name=run_name) as run:
         run_id = run.info.run_id
@@ -81,10 +213,14 @@ def log_run(config: MlflowConfig, run_name: str, params: dict[str, Any], history
         client.log_batch(run_id, metrics=epoch_metrics + [Metric(k, float(v), now, 0) for k, v in metrics.items()],
                          params=[Param(k, str(v)[:500]) for k, v in params.items()])
         mlflow.log_artifacts(str(artifacts), artifact_path="evaluation")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-            artifacts={"bundle": str(bundle_dir)}, pip_requirements=["hitpredict"],
-        )
+        with tempfile.TemporaryDirectory(prefix="hitpredict-model-code-") as tmp, warnings.catch_warnings():
+            # the signature is declared; an input example would have to carry an audio file
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=model_code_file(Path(tmp)),
+                artifacts={"bundle": str(bundle_dir)}, pip_requirements=["hitpredict"],
+                signature=model_signature(json.loads((Path(bundle_dir) / BUNDLE_FILE).read_text())),
+            )
     logged = LoggedModel(run_id=run_id, model_uri=info.model_uri)
     if config.register_model:
         with _mlflow_prints_quiet():

@@ -18,6 +18,7 @@ from hitpredict.keras_compat import ensure_keras2, horovod_keras, keras
 from hitpredict.logs import configure_worker, quiet_tensorflow
 from hitpredict.models import build_model
 from hitpredict.models.heads import loss_and_metrics
+from hitpredict.progress import EpochProgress
 from hitpredict.train.plan import TrainPlan
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,32 @@ class _Throughput:
         self.callback = Callback()
 
 
+def progress_callback(progress: EpochProgress) -> Any:
+    """A Keras callback that feeds ``progress`` (a line per epoch, batch lines in long epochs).
+
+    It takes Keras's logs as tensors (``_supports_tf_logs``), so it adds no host copy of a batch's
+    metrics of its own; the values are read only when a line is due.
+    """
+    class Callback(keras().callbacks.Callback):  # type: ignore[misc]  # Keras 2's base, found at run time
+        def __init__(inner) -> None:
+            super().__init__()
+            inner._supports_tf_logs = True
+
+        def on_train_begin(inner, logs: Any = None) -> None:
+            progress.train_begin()
+
+        def on_epoch_begin(inner, epoch: int, logs: Any = None) -> None:
+            progress.epoch_begin(epoch)
+
+        def on_train_batch_end(inner, batch: int, logs: Any = None) -> None:
+            progress.batch_end(batch, logs)
+
+        def on_epoch_end(inner, epoch: int, logs: Any = None) -> None:
+            progress.epoch_end(epoch, logs)
+
+    return Callback()
+
+
 def train_process(plan: TrainPlan, train_converter: Any, validation_converter: Any) -> dict[str, Any]:
     """Train ``plan`` as one Horovod process; rank 0 returns weights, history and timings.
 
@@ -143,6 +170,9 @@ def train_process(plan: TrainPlan, train_converter: Any, validation_converter: A
         callbacks.append(k.callbacks.ModelCheckpoint(
             os.path.join(plan.checkpoint_dir, "best.weights.h5"), monitor="val_loss", save_best_only=True,
             save_weights_only=True))
+    if rank == 0:   # after MetricAverageCallback: the epoch line shows the metrics averaged over the ranks
+        callbacks.append(progress_callback(EpochProgress(f"train_model {plan.family}", plan.epochs, steps,
+                                                         logger=log)))
     reader = {"cur_shard": rank, "shard_count": size, "workers_count": plan.reader_workers}
     started = time.perf_counter()
     with train_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None,
