@@ -194,3 +194,22 @@ def test_conf_names_a_shipped_config_or_a_file(tmp_path, monkeypatch):
     assert load_config("local").lake.root == "./elsewhere"
     with pytest.raises(ConfigError, match=r"^nosuch: no such config file.*shipped: cluster, databricks, local\)$"):
         load_config("nosuch")
+
+
+def test_shipped_configs_are_read_from_a_zipped_package(tmp_path):
+    """`spark-submit --py-files hitpredict-*.zip` imports the package from a zip archive: `--conf cluster` must still
+    find the shipped config there (as a package resource, not a file on disk)."""
+    import shutil
+    import subprocess
+    import sys
+
+    lib = Path(__file__).resolve().parents[1] / "lib"
+    archive = shutil.make_archive(str(tmp_path / "hitpredict-shipped"), "zip", root_dir=lib, base_dir="hitpredict")
+    probe = ("import hitpredict.config as c; from hitpredict.config import load_config; "
+             "print(c.__file__); print(load_config('cluster').lake.engine, c.shipped_config_names())")
+    done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": archive, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    where, answer = done.stdout.splitlines()
+    assert where.startswith(archive + "/hitpredict/")
+    assert answer == "delta ['cluster', 'databricks', 'local']"

@@ -455,12 +455,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_bug(args.command)
 
 
-def job_main(command_name: str) -> None:
-    """Entry of the thin ``jobs/<stage>.py`` scripts that ``spark-submit`` runs: ``hitpredict
-    <command_name> ARGS...`` with this process's arguments; exits with its status."""
-    ensure_keras2()   # before anything imports TensorFlow
-    sys.exit(main([command_name, *sys.argv[1:]]))
+def job_main(command_name: str, argv: Sequence[str] | None = None) -> None:
+    """Run ``hitpredict <command_name> ARGS...`` (``argv``: default this process's ``sys.argv[1:]``): the entry of
+    the thin ``jobs/<stage>.py`` scripts that ``spark-submit`` runs and of the wheel's console entry points
+    (:mod:`hitpredict.jobs`).
 
+    Returns on exit status 0: a Databricks wheel task runs the entry point inside the driver's Python, where a
+    ``SystemExit`` even with status 0 need not read as success. Raises ``SystemExit(status)`` on any other status.
+    """
+    ensure_keras2()   # before anything imports TensorFlow
+    status = main([command_name, *(sys.argv[1:] if argv is None else argv)])
+    if status:
+        sys.exit(status)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Sequence
 
@@ -618,12 +620,11 @@ def load_config(
     ConfigError : one line naming the file, the key, the bad value and what is allowed.
     """
     environ = os.environ if environ is None else environ
-    if path is not None:
-        path = config_path(path)
-    source = str(path) if path is not None else "<defaults>"
+    found = config_path(path) if path is not None else None
+    source = str(found) if found is not None else "<defaults>"
     raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml(Path(path))
+    if found is not None:
+        raw = _read_yaml(found)
     raw = _interpolate_env(raw, environ, source)
     secrets = raw.get("secrets") or {}
     for key, name in SECRET_VARIABLES.items():   # the standard variables, when the file names none
@@ -650,16 +651,17 @@ def load_config(
 
 
 #: The configs shipped inside the package (``lib/hitpredict/configs/NAME.yaml``; ``conf/NAME.yaml`` links
-#: to them in the repository), so ``--conf local`` works from an installed wheel with no repository.
-SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+#: to them in the repository), so ``--conf local`` works from an installed wheel with no repository, and
+#: from a wheel shipped zipped with ``spark-submit --py-files`` (hence read as package resources, not files).
+SHIPPED_CONFIGS: Traversable = resources.files("hitpredict") / "configs"
 
 
 def shipped_config_names() -> list[str]:
     """Names of the configs shipped in the package (``local``, ``cluster``, ``databricks``)."""
-    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+    return sorted(entry.name[:-len(".yaml")] for entry in SHIPPED_CONFIGS.iterdir() if entry.name.endswith(".yaml"))
 
 
-def config_path(path: str | os.PathLike[str]) -> Path:
+def config_path(path: str | os.PathLike[str]) -> Path | Traversable:
     """The YAML file that ``--conf`` names: a path as given, or, for a bare name such as ``local``
     that is not a file here, the shipped config of that name.
 
@@ -668,7 +670,7 @@ def config_path(path: str | os.PathLike[str]) -> Path:
     ConfigError : a bare name that is neither a file nor a shipped config (the message lists them).
     """
     given = Path(path)
-    if given.exists() or given.suffix in (".yaml", ".yml") or len(given.parts) != 1:
+    if given.is_file() or given.suffix in (".yaml", ".yml") or len(given.parts) != 1:
         return given
     shipped = SHIPPED_CONFIGS / f"{given.name}.yaml"
     if shipped.is_file():
@@ -677,7 +679,7 @@ def config_path(path: str | os.PathLike[str]) -> Path:
                       f"(shipped: {', '.join(shipped_config_names())})")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -3,7 +3,7 @@
 A cluster (a Databricks ``python_wheel_task``, a shell on an edge node) runs a job by its entry
 point, e.g. ``hitpredict-score-catalogue --conf databricks --set lake.catalog=main``. Each function
 here is one such entry point: it selects Keras 2 (before anything imports TensorFlow) and runs the
-command with this process's arguments through :func:`hitpredict.cli.main`. :data:`JOBS` is the table
+command with this process's arguments through :func:`hitpredict.cli.job_main`. :data:`JOBS` is the table
 of them; ``setup.py`` writes the same names into the wheel (a test keeps the two equal: setup.py
 cannot import this module, which needs the package's dependencies).
 
@@ -13,22 +13,9 @@ success. A job that fails exits with the command's status (2: a user error, 1: a
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
-from hitpredict.cli import main
-from hitpredict.keras_compat import ensure_keras2
-
-
-def run_job(command: str, argv: list[str] | None = None) -> None:
-    """Run ``hitpredict <command> ARGS...`` (``argv``: default this process's ``sys.argv[1:]``).
-
-    Returns on exit status 0; raises ``SystemExit(status)`` on any other status.
-    """
-    ensure_keras2()   # before anything imports TensorFlow
-    status = main([command, *(sys.argv[1:] if argv is None else argv)])
-    if status:
-        sys.exit(status)
+from hitpredict.cli import job_main as run_job
 
 
 def ingest_catalogue() -> None:

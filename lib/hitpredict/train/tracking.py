@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import io
 import json
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from hitpredict import __version__ as hitpredict_version
 from hitpredict.config import MlflowConfig
 from hitpredict.errors import HitpredictError
 from hitpredict.logs import verbosity
@@ -100,7 +102,11 @@ def configure(config: MlflowConfig) -> str:
         database.parent.mkdir(parents=True, exist_ok=True)
         legacy = database.parent / LEGACY_FOLDER
         if not database.exists() and _is_file_store(legacy):
-            migrate_file_store(legacy, database)
+            # Two runs starting at once: one migrates, the other waits, then finds the database.
+            with open(database.with_name(database.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not database.exists():
+                    migrate_file_store(legacy, database)
         uri = f"sqlite:///{database}"
     if uri:
         mlflow.set_tracking_uri(uri)
@@ -218,7 +224,7 @@ def log_run(config: MlflowConfig, run_name: str, params: dict[str, Any], history
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=model_code_file(Path(tmp)),
-                artifacts={"bundle": str(bundle_dir)}, pip_requirements=["hitpredict"],
+                artifacts={"bundle": str(bundle_dir)}, pip_requirements=[f"hitpredict=={hitpredict_version}"],
                 signature=model_signature(json.loads((Path(bundle_dir) / BUNDLE_FILE).read_text())),
             )
     logged = LoggedModel(run_id=run_id, model_uri=info.model_uri)
