@@ -27,8 +27,30 @@ from hitpredict.plotting import PLAIN_TEXT, pyplot
 
 notebook = open_notebook(NOTEBOOK, globals())
 config, OUT = notebook.config, notebook.out
-display, show, show_image = notebook.display, notebook.show, notebook.show_image
 plt = pyplot()
+
+
+def display(obj):
+    """The platform's display(); in plain Python a figure is saved (its path printed) or a table printed."""
+    text = notebook.display(obj)
+    if text is not None:
+        print(text)
+
+
+def show(fig, name):
+    """Show a matplotlib figure (in plain Python saved as OUT/<name>.png), then close it."""
+    fig.set_label(name)
+    display(fig)
+    plt.close(fig)
+
+
+def show_image(path):
+    """Show a PNG that product code drew (the report's, training's plots): inline on Databricks, else its path."""
+    text = notebook.show_image(path)
+    if text is not None:
+        print(text)
+
+
 print(f"config {config.source}, lake {config.lake.engine} at {config.lake.root}")
 
 # COMMAND ----------

@@ -5,7 +5,7 @@ On Databricks the notebook's namespace holds ``dbutils``, ``display`` and ``disp
 from a ``conf`` widget (default ``databricks``) and figures are displayed in the notebook. In plain Python
 (``python notebooks/01_catalogue.py``) the config comes from ``HITPREDICT_CONF`` (default ``local``, a bare name
 being a shipped config), figures are saved under ``HITPREDICT_NOTEBOOK_OUT`` (default ``data/notebooks``)
-``/<notebook>/<name>.png`` and tables are printed.
+``/<notebook>/<name>.png``, and the notebook prints the texts this module returns (figure paths, tables).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from hitpredict.config import Config, load_config
-from hitpredict.plotting import pyplot, save_figure
+from hitpredict.plotting import save_figure
 
 #: The environment variable Databricks sets in every notebook's process.
 DATABRICKS_RUNTIME_VARIABLE = "DATABRICKS_RUNTIME_VERSION"
@@ -32,35 +32,30 @@ class Notebook:
     platform_display: Callable[[Any], None] | None  #: the platform's ``display`` (Databricks, Jupyter), if any
     platform_display_html: Callable[[str], None] | None
 
-    def display(self, obj: Any) -> None:
-        """The platform's ``display(obj)``; in plain Python a figure is saved as ``out/<its label>.png``
-        (the path printed) and a table (pandas or Spark) printed."""
+    def display(self, obj: Any) -> str | None:
+        """Show ``obj`` with the platform's ``display`` and return None; in plain Python, save a figure as
+        ``out/<its label>.png`` or render a table (pandas or Spark), and return the text the notebook prints."""
         if self.platform_display is not None:
             self.platform_display(obj)
-        elif hasattr(obj, "savefig"):
+            return None
+        if hasattr(obj, "savefig"):
             label = obj.get_label() or "figure"
-            print(f"figure: {save_figure(obj, self.out / f'{label}.png')}")
-        elif hasattr(obj, "toPandas"):
-            print(obj.toPandas().to_string(index=False))
-        elif hasattr(obj, "to_string"):
-            print(obj.to_string(index=False))
-        else:
-            print(obj)
+            return f"figure: {save_figure(obj, self.out / f'{label}.png')}"
+        if hasattr(obj, "toPandas"):
+            return str(obj.toPandas().to_string(index=False))
+        if hasattr(obj, "to_string"):
+            return str(obj.to_string(index=False))
+        return str(obj)
 
-    def show(self, fig: Any, name: str) -> None:
-        """Show a matplotlib figure (saved as ``out/<name>.png`` where the platform does not display it), then close it."""
-        fig.set_label(name)
-        self.display(fig)
-        pyplot().close(fig)
-
-    def show_image(self, path: str | os.PathLike[str]) -> None:
-        """Show a PNG that product code drew (the report's, training's plots): inline on Databricks, else its path."""
+    def show_image(self, path: str | os.PathLike[str]) -> str | None:
+        """Show a PNG that product code drew (the report's, training's plots) inline on Databricks and return
+        None; elsewhere return the text the notebook prints (its path)."""
         path = Path(path)
-        if self.platform_display_html is not None:
-            encoded = base64.b64encode(path.read_bytes()).decode()
-            self.platform_display_html(f'<img src="data:image/png;base64,{encoded}">')
-        else:
-            print(f"figure: {path}")
+        if self.platform_display_html is None:
+            return f"figure: {path}"
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        self.platform_display_html(f'<img src="data:image/png;base64,{encoded}">')
+        return None
 
 
 def open_notebook(name: str, namespace: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Notebook:
