@@ -29,6 +29,8 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TextIO
 
+from hitpredict.config import ProgressConfig
+
 if TYPE_CHECKING:
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -38,8 +40,8 @@ log = logging.getLogger(__name__)
 #: Environment variables that carry the ``progress`` settings to the processes a run starts.
 INTERVAL_ENV = "HITPREDICT_PROGRESS_INTERVAL_S"
 BAR_ENV = "HITPREDICT_PROGRESS_BAR"
-#: Seconds between two progress lines when nothing says otherwise.
-DEFAULT_INTERVAL_S = 10.0
+#: Seconds between two progress lines when nothing says otherwise: the config's default.
+DEFAULT_INTERVAL_S: float = ProgressConfig().interval_s
 #: The Spark local property that names the job group of the jobs a thread starts.
 JOB_GROUP = "spark.jobGroup.id"
 

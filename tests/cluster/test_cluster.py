@@ -25,7 +25,6 @@ from hitpredict.stages import build_dataset, extract_features, fetch_previews, i
 from hitpredict.synth.catalogue import ensure_sample_catalogue, write_catalogue_csv
 
 REPO = Path(__file__).resolve().parents[2]
-SUMMARY = Path("/tmp/cluster/summary.txt")
 
 #: The sample and training settings: small enough for a few minutes on two shared cores.
 TRACKS, ARTISTS, SECONDS = 60, 12, 10.0
@@ -174,8 +173,7 @@ def test_every_stage_on_the_cluster_equals_local_mode(cluster, cluster_env, clus
              f"{local_seconds:.1f}s",
              *(f"  {line}" for line in results)]
     print("\n" + "\n".join(lines))
-    SUMMARY.parent.mkdir(parents=True, exist_ok=True)
-    SUMMARY.write_text("\n".join(lines) + "\n")
+    (cluster_root / "summary.txt").write_text("\n".join(lines) + "\n")
 
 
 def compare_lakes(cluster_lake: Path, local_lake: Path) -> list[str]:
