@@ -75,8 +75,7 @@ cluster-test: setup wheel
 VENV35 := .venv-spark35
 PY35   := $(VENV35)/bin/python
 STAMP35 := $(VENV35)/.setup-$(shell cat conf/constraints-spark35.txt Makefile 2>/dev/null | sha1sum | cut -c1-12)
-SPARK35_TESTS ?= tests/test_environment.py tests/test_lake.py tests/test_ingest.py tests/test_features.py \
-	tests/test_dataset.py tests/test_data_plane.py tests/test_scoring.py
+SPARK35_TESTS ?= tests/test_environment.py tests/test_dataset.py tests/test_data_plane.py tests/test_scoring.py
 
 $(STAMP35): conf/constraints-spark35.txt Makefile $(STAMP)
 	test -x $(PY35) || $(PYTHON) -m venv $(VENV35)

@@ -34,7 +34,7 @@ audio: {{clip_seconds: 6, min_seconds: 1}}
 sample: {{tracks: {TRACKS}, artists: {ARTISTS}, seconds: 6, preview_port: 0}}
 train:
   num_proc: 1
-  epochs: 3
+  epochs: 1
   bootstrap_rounds: 50
   reference_rows: 20
   reference_points: 11
