@@ -23,7 +23,7 @@ HOROVOD_BUILD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD
 SETUP_INPUTS := conf/requirements.txt conf/constraints.txt setup.py Makefile
 STAMP := $(VENV)/.setup-$(shell cat $(SETUP_INPUTS) 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test typecheck bench lock check-stack clean-data clean wheel cluster-test test-spark35
+.PHONY: setup demo test typecheck bench lock check-stack clean-data clean wheel cluster-test test-spark35 spark35-env
 
 setup: $(STAMP)
 
@@ -85,6 +85,8 @@ $(STAMP35): conf/constraints-spark35.txt Makefile $(STAMP)
 	$(PY35) -c 'import hitpredict, pyspark; assert pyspark.__version__.startswith("3.5."), pyspark.__file__'
 	rm -f $(VENV35)/.setup-*
 	touch $@
+
+spark35-env: setup $(STAMP35)
 
 test-spark35: setup $(STAMP35)
 	@$(PY35) -c 'import numpy, pandas, pyarrow, pyspark, sys; print("test-spark35: python %s, pyspark %s, pandas %s, pyarrow %s, numpy %s" % (sys.version.split()[0], pyspark.__version__, pandas.__version__, pyarrow.__version__, numpy.__version__))'
