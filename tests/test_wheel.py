@@ -112,7 +112,7 @@ def test_setup_declares_exactly_the_job_table():
 def test_a_job_returns_on_success_and_exits_with_the_status_otherwise(monkeypatch):
     calls = []
     statuses = iter([0, 2])
-    monkeypatch.setattr(jobs, "main", lambda argv: calls.append(argv) or next(statuses))
+    monkeypatch.setattr(cli, "main", lambda argv: calls.append(argv) or next(statuses))   # what cli.job_main runs
     monkeypatch.setattr(sys, "argv", ["hitpredict-report", "--conf", "databricks", "--top", "5"])
     assert jobs.report() is None   # no SystemExit(0): a Databricks wheel task runs it inside its own Python
     with pytest.raises(SystemExit) as failed:
