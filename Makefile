@@ -34,6 +34,7 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PIP) install -q -c conf/constraints.txt pip setuptools wheel
 	$(PIP) install -c conf/constraints.txt -r conf/requirements.txt
 	$(PIP) install --no-deps -c conf/constraints.txt tf-keras
+	$(PIP) install --no-deps -c conf/constraints.txt musicnn
 	$(HOROVOD_BUILD_ENV) $(PIP) install --no-build-isolation --no-deps -c conf/constraints.txt horovod
 	$(PIP) install -q --no-deps -e .
 	$(PY) -m hitpredict.cli check-stack --imports-only

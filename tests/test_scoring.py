@@ -37,7 +37,7 @@ def scoring_config(root: Path, *extra: str):
         "sample.artists=17", "sample.seconds=6", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=4", "train.bootstrap_rounds=50",
-        "train.augment.crop_frames=null", "score.segment_seconds=1", "score.top_k_artists=3",
+        "train.augment.crop_frames=128", "score.segment_seconds=1", "score.top_k_artists=3",
         f"score.report_dir={root / 'report'}", *extra,
     ], environ={"SPOTIPY_CLIENT_ID": "scoring-client", "SPOTIPY_CLIENT_SECRET": SECRET})
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, get_args
 
 from hitpredict.families import ModelFamily
 from hitpredict.keras_compat import keras
-from hitpredict.models import baselines, cnn, crnn, inception
+from hitpredict.models import baselines, cnn, crnn, inception, windows
 from hitpredict.models.heads import ModelSpec
 
 FAMILIES: tuple[str, ...] = get_args(ModelFamily)
@@ -77,14 +77,23 @@ BUILDERS: dict[str, Callable[[ModelSpec], Any]] = {
 }
 
 
+def windowed(family: str, spec: ModelSpec) -> bool:
+    """Whether a ``family`` model for ``spec`` predicts a clip from windows (:mod:`hitpredict.models.windows`):
+    it reads the spectrogram and ``spec`` gives a window length."""
+    return spec.window_frames is not None and "mel" in input_names(family)
+
+
 def build_model(family: str, spec: ModelSpec) -> Any:
     """Build the ``family`` model for ``spec``: an uncompiled Keras 2 model whose inputs are named as
     :func:`input_names` says (``mel`` (batch, n_mels, frames, 1) or ``summary`` (batch, summary_size)) and
-    whose output is (batch, 1) for binary and regression or (batch, n_classes) for multiclass.
-    ``ValueError`` names the known families."""
+    whose output is (batch, 1) for binary and regression or (batch, n_classes) for multiclass. A spectrogram
+    model with a window length in ``spec`` is wrapped by :func:`~hitpredict.models.windows.windowed_model`:
+    any clip length in, the mean of its windows' logits out. ``ValueError`` names the known families."""
     if family not in BUILDERS:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    return BUILDERS[family](spec)
+    model = BUILDERS[family](spec)
+    return windows.windowed_model(model, spec) if windowed(family, spec) else model
 
 
-__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model", "TIME_LOCAL_TRUNKS", "split_model"]
+__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model", "windowed", "TIME_LOCAL_TRUNKS",
+           "split_model"]

@@ -1,5 +1,6 @@
-"""CRNN: convolution blocks that pool mostly over frequency, then two GRUs over time
-(the hip-hop study's best model)."""
+"""CRNN: convolution blocks that pool mostly over frequency, then two GRUs over time whose outputs are
+averaged over time (the hip-hop study's best model; the average, not the last state, so that every second
+of the input counts, not only the last few)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,8 @@ from hitpredict.models.heads import ModelSpec, head, mel_input
 
 def build_crnn(spec: ModelSpec, filters: tuple[int, ...] = (16, 32, 32), units: int = 32) -> Any:
     """A CRNN: one :func:`~hitpredict.models.cnn.conv_block` per entry of ``filters`` (pooling mel by 4, 4,
-    then 2, and time by 2), the mel axis averaged away, then two GRUs of ``units`` over time and the head.
+    then 2, and time by 2), the mel axis averaged away, then two GRUs of ``units`` over time, their outputs
+    averaged over time, and the head.
 
     Input ``mel`` (batch, n_mels, frames, 1), any n_mels and frames; output (batch, 1) or
     (batch, n_classes). An uncompiled Keras 2 model named ``crnn``.
@@ -25,5 +27,7 @@ def build_crnn(spec: ModelSpec, filters: tuple[int, ...] = (16, 32, 32), units: 
     x = k.layers.Lambda(lambda t: k.backend.mean(t, axis=1), name="collapse_mel")(x)
     x = k.layers.GRU(units, return_sequences=True, name="gru1",
                      kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed))(x)
-    x = k.layers.GRU(units, name="gru2", kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed + 1))(x)
+    x = k.layers.GRU(units, return_sequences=True, name="gru2",
+                     kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed + 1))(x)
+    x = k.layers.GlobalAveragePooling1D(name="time_pool")(x)
     return k.Model(inputs, head(spec, x), name="crnn")

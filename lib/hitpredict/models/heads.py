@@ -19,6 +19,9 @@ class ModelSpec:
     summary_size : length of the summary vector.
     n_classes : classes of a multiclass head.
     seed : initialiser seed, so the same spec trains the same way.
+    window_frames, window_hop : a spectrogram model trained on crops of ``window_frames`` frames predicts a
+        longer clip from windows of that length, ``window_hop`` frames apart (see
+        :mod:`hitpredict.models.windows`); None: the whole input at once.
     """
 
     task: Task
@@ -27,10 +30,16 @@ class ModelSpec:
     summary_size: int = 62
     n_classes: int = 2
     seed: int = 13
+    window_frames: int | None = None
+    window_hop: int | None = None
 
     def __post_init__(self) -> None:
         if self.task == "multiclass" and self.n_classes < 2:
             raise ValueError(f"a multiclass head needs at least 2 classes, got {self.n_classes}")
+        if (self.window_frames is None) != (self.window_hop is None) or (
+                self.window_frames is not None and not 0 < (self.window_hop or 0) <= self.window_frames):
+            raise ValueError(f"window_hop must be in 1..window_frames, got window_frames={self.window_frames}, "
+                             f"window_hop={self.window_hop}")
 
 
 def mel_input() -> Any:

@@ -143,9 +143,13 @@ def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_pr
     cfg = config.train
     task = target_named(record["target"]).task
     n_mels, frames = (int(v) for v in record["mel_shape"])
-    spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
-                     n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed)
     a = cfg.augment
+    # A spectrogram model trained on crops predicts a whole clip from windows of the crop's length, half a
+    # window apart (hitpredict.models.windows): the same in validation, evaluation and scoring.
+    window = a.crop_frames if a.crop_frames and a.crop_frames < frames and "mel" in input_names(family) else None
+    spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
+                     n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed,
+                     window_frames=window, window_hop=max(1, window // 2) if window else None)
     return TrainPlan(
         family=family, spec=spec, norm=Normalisation.from_record(record),
         augment=Augmentation(a.crop_frames, a.gain_db, a.time_masks, a.time_mask_frames),

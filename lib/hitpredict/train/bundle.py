@@ -18,12 +18,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from hitpredict.errors import HitpredictError
-from hitpredict.models import TIME_LOCAL_TRUNKS, ModelSpec, build_model, split_model
+from hitpredict.models import TIME_LOCAL_TRUNKS, ModelSpec, build_model, split_model, windowed
+from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
 from hitpredict.train.plan import Normalisation
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FILE, WEIGHTS_FILE = "bundle.json", "weights.h5"
+#: The bundle format this code writes. 2: the CRNN averages its GRU outputs over time (format 1 kept the
+#: last state, so a format-1 CRNN's weights mean something else now) and spectrogram models may predict
+#: from windows (``spec.window_frames``).
+BUNDLE_FORMAT = 2
 #: Predictions always run in batches of this size (the last one padded), so a track's
 #: score does not depend on which other tracks share its batch.
 PREDICT_BATCH = 32
@@ -73,7 +78,7 @@ class ModelBundle:
         """Every field but the model, as JSON-ready data (the content of ``bundle.json``)."""
         # not asdict(self): that would deep-copy the Keras model too
         data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "model"}
-        data.update(spec=asdict(self.spec), norm=asdict(self.norm), inputs=list(self.inputs))
+        data.update(spec=asdict(self.spec), norm=asdict(self.norm), inputs=list(self.inputs), format=BUNDLE_FORMAT)
         return data
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
@@ -104,6 +109,9 @@ class ModelBundle:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"corrupt model description {meta_path}: {type(exc).__name__}: {exc}") from None
+        if bundle.family == "crnn" and int(data.get("format", 1)) < 2:
+            raise BundleError(f"{directory}: a crnn model of bundle format {data.get('format', 1)} (it heard only the "
+                              f"last seconds of a clip); this hitpredict reads format {BUNDLE_FORMAT}: retrain it")
         bundle.model = build_model(bundle.family, bundle.spec)
         try:
             bundle.model.load_weights(str(weights_path))
@@ -145,6 +153,7 @@ class ModelBundle:
         if segments and "mel" not in self.inputs:
             raise BundleError(f"a {self.family} model does not read the spectrogram: nothing to occlude")
         trunk = TIME_LOCAL_TRUNKS.get(self.family) if local else None
+        by_windows = windowed(self.family, self.spec)
         zeros = [0.0] * self.spec.summary_size
         for first in range(0, n, PREDICT_BATCH):   # normalise PREDICT_BATCH tracks at a time
             tracks = slice(first, min(first + PREDICT_BATCH, n))
@@ -152,7 +161,9 @@ class ModelBundle:
             summaries = np.array([list(s) if s is not None else zeros for s in summary[tracks]], dtype=np.float32)
             feed = {k: v.numpy() for k, v in model_inputs(mel_raw, summaries, self.inputs, self.spec.n_mels,
                                                           self.spec.frames, self.norm).items()}
-            if not segments:
+            if by_windows:
+                out[tracks] = self._windows_occluded(feed, segments)
+            elif not segments:
                 out[tracks, 0] = _in_batches(self._graph(self.model), feed)
             elif trunk is None:
                 out[tracks, 0] = _in_batches(self._graph(self.model), feed)
@@ -167,6 +178,41 @@ class ModelBundle:
         if id(model) not in self._graphs:
             self._graphs[id(model)] = _GraphCall(model)
         return self._graphs[id(model)]
+
+    def _windows_occluded(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(k, 1 + S, width) for a windowed model (:mod:`hitpredict.models.windows`): its inner model on every
+        window of each track, then on each window an occluded segment touches (with the segment set to the
+        training mean), each variant aggregated over its track's windows; windows a segment misses are reused."""
+        mel = feed["mel"]
+        k, frames = len(mel), mel.shape[2]
+        starts, size = window_layout(frames, int(self.spec.window_frames or 0), int(self.spec.window_hop or 0))
+        inner = self._graph(inner_model(self.model))
+        others = {name: value for name, value in feed.items() if name != "mel"}
+
+        def run(cut: np.ndarray, per_track: int) -> np.ndarray:   # (k * per_track, n_mels, size, 1) -> (k, per_track, width)
+            extra = {name: np.repeat(value, per_track, axis=0) for name, value in others.items()}
+            return _in_batches(inner, {"mel": cut, **extra}).reshape(k, per_track, -1)
+
+        index = starts[:, None] + np.arange(size)[None, :]
+        base = run(np.moveaxis(mel[:, :, index], 2, 1).reshape(-1, mel.shape[1], size, 1), len(starts))
+        touched = [(s, w) for s, (begin, end) in enumerate(segments) for w, start in enumerate(starts)
+                   if start < end and begin < start + size]
+        variants = [base]
+        if touched:
+            cut = np.stack([mel[:, :, starts[w]:starts[w] + size] for _, w in touched], axis=1)  # (k, T, n_mels, size, 1)
+            for t, (s, w) in enumerate(touched):
+                begin, end = segments[s]
+                cut[:, t, :, max(begin - starts[w], 0):max(0, min(end - starts[w], size))] = 0.0   # the training mean
+            occluded = run(cut.reshape(-1, mel.shape[1], size, 1), len(touched))
+            for s in range(len(segments)):
+                copy = base.copy()
+                for t, (s2, w) in enumerate(touched):
+                    if s2 == s:
+                        copy[:, w] = occluded[:, t]
+                variants.append(copy)
+        else:
+            variants.extend(base for _ in segments)
+        return np.stack([np.asarray(aggregate_windows(v, self.spec.task)) for v in variants], axis=1)
 
     def _occluded_full(self, mel: np.ndarray, segments: Sequence[tuple[int, int]]) -> np.ndarray:
         """(k, S, width): each occluded copy through the whole model, copies streamed in batches."""

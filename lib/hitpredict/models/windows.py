@@ -1,0 +1,145 @@
+"""Whole-clip predictions from a model trained on crops: the one definition of the window aggregation.
+
+A spectrogram model trained on random crops of ``window`` frames predicts a whole clip as the
+aggregate of its predictions on windows of that length, ``hop`` frames apart (half a window by
+default), the last window aligned to the clip's end so that every frame is in at least one window.
+The aggregate is the mean of the windows' logits: for a binary head the mean log-odds through a
+sigmoid, for a multiclass head the mean log-probabilities through a softmax (a normalised geometric
+mean), for regression the mean value. A clip no longer than one window is one window.
+
+The windows and the aggregate are defined here once, in TensorFlow ops, and used two ways: inside the
+Keras model (:func:`windowed_model`, what training fits and validates on whole clips) and by
+:meth:`hitpredict.train.bundle.ModelBundle.predict_occluded` (which runs the same inner model on the
+same windows, so that an occluded copy recomputes only the windows its segment touches). The window
+length and hop travel in the bundle's :class:`~hitpredict.models.heads.ModelSpec`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from hitpredict.keras_compat import keras
+from hitpredict.models.heads import ModelSpec
+
+#: Probabilities are clipped to [EPS, 1 - EPS] before taking logits (float32).
+EPS = 1e-7
+
+
+def window_starts(frames: Any, window: int, hop: int) -> Any:
+    """First frame of each window over a clip of ``frames`` frames (a Python int or a scalar tensor):
+    0, hop, 2 hop, ... while a window fits, then one window ending at the clip's end; a single window
+    at 0 when the clip is no longer than ``window``. Returns an int32 tensor of shape (windows,)."""
+    import tensorflow as tf
+
+    frames = tf.cast(frames, tf.int32)
+    size = tf.minimum(window, frames)
+    count = 1 + (frames - size + hop - 1) // hop
+    return tf.minimum(tf.range(count, dtype=tf.int32) * hop, frames - size)
+
+
+def window_layout(frames: int, window: int, hop: int) -> tuple[np.ndarray, int]:
+    """(starts, size) for a clip of ``frames`` frames, as numpy: :func:`window_starts` and the window
+    length in frames (``window``, or ``frames`` for a shorter clip)."""
+    return np.asarray(window_starts(frames, window, hop)), min(window, frames)
+
+
+def aggregate_windows(outputs: Any, task: str) -> Any:
+    """Per-window model outputs (batch, windows, width) -> one output per clip (batch, width): the
+    mean of the windows' logits through the head's activation (see the module doc); float32."""
+    import tensorflow as tf
+
+    outputs = tf.cast(outputs, tf.float32)
+    if task == "regression":
+        return tf.reduce_mean(outputs, axis=1)
+    p = tf.clip_by_value(outputs, EPS, 1 - EPS)
+    if task == "binary":
+        return tf.sigmoid(tf.reduce_mean(tf.math.log(p) - tf.math.log1p(-p), axis=1))
+    return tf.nn.softmax(tf.reduce_mean(tf.math.log(p), axis=1), axis=-1)
+
+
+def windowed_model(inner: Any, spec: ModelSpec) -> Any:
+    """``inner`` (a spectrogram model with a ``mel`` input, trained on ``spec.window_frames``-frame crops)
+    as a whole-clip model: the same named inputs, ``mel`` of any length cut into windows
+    (:func:`window_starts`), other inputs repeated per window, ``inner`` on every window, then
+    :func:`aggregate_windows`. Output (batch, 1) or (batch, n_classes); an uncompiled Keras 2 model named
+    like ``inner`` whose only weights are ``inner``'s (a nested model named ``window_model``)."""
+    k = keras()
+    window, hop = int(spec.window_frames or 0), int(spec.window_hop or 0)
+    inputs = {name: k.Input(shape=tuple(t.shape[1:]), name=name) for name, t in zip(inner.input_names, inner.inputs)}
+    clip_windows, repeat_per_window, mean_window_logits = _layers()
+    cut = clip_windows(window, hop, name="clip_windows")
+    windows = cut(inputs["mel"])
+    feed = {name: (windows if name == "mel" else repeat_per_window(window, hop, name=f"repeat_{name}")(
+        [tensor, inputs["mel"]])) for name, tensor in inputs.items()}
+    inner_model = k.Model(inner.inputs, inner.outputs, name="window_model")
+    per_window = inner_model(feed if len(feed) > 1 else feed["mel"])
+    out = mean_window_logits(window, hop, spec.task, name="mean_window_logits")([per_window, inputs["mel"]])
+    return k.Model(list(inputs.values()) if len(inputs) > 1 else inputs["mel"], out, name=inner.name)
+
+
+def inner_model(model: Any) -> Any:
+    """The per-window model inside a :func:`windowed_model` (shares its layers and weights)."""
+    return model.get_layer("window_model")
+
+
+@functools.lru_cache(maxsize=None)
+def _layers() -> tuple[Any, Any, Any]:
+    """The three Keras layers of :func:`windowed_model`, defined on first use (defining them imports
+    TensorFlow, which ``import hitpredict.models`` must not)."""
+    import tensorflow as tf
+
+    base = keras().layers.Layer
+
+    class ClipWindows(base):  # type: ignore[misc, valid-type]
+        """mel (batch, n_mels, frames, 1) -> its windows (batch * windows, n_mels, size, 1), clip-major."""
+
+        def __init__(self, window: int, hop: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.window, self.hop = window, hop
+
+        def call(self, mel: Any) -> Any:
+            frames = tf.shape(mel)[2]
+            starts = window_starts(frames, self.window, self.hop)
+            size = tf.minimum(self.window, frames)
+            index = starts[:, None] + tf.range(size)[None, :]                 # (windows, size)
+            cut = tf.gather(mel, index, axis=2)                               # (batch, n_mels, windows, size, 1)
+            cut = tf.transpose(cut, [0, 2, 1, 3, 4])                          # (batch, windows, n_mels, size, 1)
+            n_mels = mel.shape[1] if mel.shape[1] is not None else tf.shape(mel)[1]
+            return tf.reshape(cut, [-1, n_mels, size, 1])
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "window": self.window, "hop": self.hop}
+
+    class RepeatPerWindow(base):  # type: ignore[misc, valid-type]
+        """[values (batch, ...), mel] -> values repeated once per window of mel (batch * windows, ...)."""
+
+        def __init__(self, window: int, hop: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.window, self.hop = window, hop
+
+        def call(self, inputs: Any) -> Any:
+            values, mel = inputs
+            count = tf.shape(window_starts(tf.shape(mel)[2], self.window, self.hop))[0]
+            return tf.repeat(values, count, axis=0)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "window": self.window, "hop": self.hop}
+
+    class MeanWindowLogits(base):  # type: ignore[misc, valid-type]
+        """[per-window outputs (batch * windows, width), mel] -> :func:`aggregate_windows` (batch, width)."""
+
+        def __init__(self, window: int, hop: int, task: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.window, self.hop, self.task = window, hop, task
+
+        def call(self, inputs: Any) -> Any:
+            outputs, mel = inputs
+            count = tf.shape(window_starts(tf.shape(mel)[2], self.window, self.hop))[0]
+            return aggregate_windows(tf.reshape(outputs, [-1, count, outputs.shape[-1]]), self.task)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "window": self.window, "hop": self.hop, "task": self.task}
+
+    return ClipWindows, RepeatPerWindow, MeanWindowLogits
