@@ -11,6 +11,13 @@ settings of one cannot help the other), twice, alternating; the better of the tw
 of each side counts. CPU time is process time (all threads). Then the whole Spark job's
 clips per second on local[2] (ingest -> fetch from disk -> extract_features).
 
+The pretrained embedding (musicnn, config ``embedding``) on the same clips, each side once in a fresh
+process, the model loaded once before timing: hitpredict's path (decode the window, our 16 kHz mel,
+the network in its own graph, one thread) and the stock extractor's (``librosa.load`` +
+``musicnn.extractor.batch_data``, the graph built once as ``extractor()`` builds it, all patches of a
+clip in one run, one thread), with the mean cosine similarity of the two embeddings (the front ends
+differ: our decoder's window and soxr from 22,050 Hz against librosa.load's).
+
     .venv/bin/python bench/features.py [--clips 200]
 
 Last line: ``ratio: <hitpredict clips per CPU-second over the reference loop's>``.
@@ -97,6 +104,62 @@ def spark_job(audio_dir: str, clips: int) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def embedding_ours(paths: list[str], out: str, max_patches: int | None = None) -> tuple[float, float]:
+    """hitpredict's embedding path per clip (``max_patches``: the config's setting of that name); saves the
+    embeddings to ``out`` (.npy); returns CPU seconds: in all, and the embedding's own part (musicnn's mel and
+    the network: what extract_features adds, since it decodes the window for the mel path anyway)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from hitpredict.audio import decode_clip
+    from hitpredict.embeddings import Embedder, musicnn_input
+
+    params, cfg = AudioParams(), load_config("conf/local.yaml").embedding
+    embedder = Embedder.shared(cfg.model, cfg.layer, cfg.threads, cfg.batch_clips, max_patches)
+    vectors, own = [], 0.0
+    with threadpool_limits(1):
+        started = time.process_time()
+        for path in paths:
+            with open(path, "rb") as handle:
+                clip = decode_clip(handle.read(), params.sample_rate, params.clip_seconds, 5.0)
+            decoded = time.process_time()
+            vectors.append(embedder.embed([musicnn_input(clip.samples, clip.sample_rate)])[0].embedding)
+            own += time.process_time() - decoded
+        cpu = time.process_time() - started
+    np.save(out, np.stack(vectors))
+    return cpu, own
+
+
+def embedding_stock(paths: list[str], out: str) -> tuple[float, float]:
+    """The stock extractor's path (librosa.load, its batch_data, its graph built once, one thread); the
+    penultimate layer's mean per clip saved to ``out``; returns CPU seconds."""
+    import os
+
+    import musicnn.extractor as extractor  # graph mode for this whole (bench) process
+    import numpy as np
+    import tensorflow as tf
+    from threadpoolctl import threadpool_limits
+
+    model = load_config("conf/local.yaml").embedding.model
+    tf.compat.v1.reset_default_graph()   # as extractor() does: a second call builds a fresh graph
+    with tf.name_scope("model"):
+        x = tf.compat.v1.placeholder(tf.float32, [None, 187, 96])
+        is_training = tf.compat.v1.placeholder(tf.bool)
+        layers = extractor.models.define_model(x, is_training, model, 50)
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    sess = tf.compat.v1.Session(config=config)
+    tf.compat.v1.train.Saver().restore(sess, os.path.dirname(extractor.__file__) + "/" + model + "/")
+    vectors = []
+    with threadpool_limits(1):
+        started = time.process_time()
+        for path in paths:
+            batch, _ = extractor.batch_data(path, 187, 187)
+            vectors.append(sess.run(layers[8], {x: batch, is_training: False}).mean(axis=0))
+        cpu = time.process_time() - started
+    np.save(out, np.stack(vectors))
+    return cpu, cpu
+
+
 def run_side(side: str, paths: list[str]) -> float:
     """CPU seconds of one side over ``paths``, measured in a fresh Python process."""
     out = subprocess.run(
@@ -109,10 +172,19 @@ def run_side(side: str, paths: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=200)
-    parser.add_argument("--side", choices=["reference", "hitpredict"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["reference", "hitpredict", "embed-ours", "embed-ours-3", "embed-stock"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.side in ("embed-ours", "embed-ours-3", "embed-stock"):  # child: model loaded and warmed, then timed
+        paths = json.loads(args.paths)
+        measure = {"embed-ours": embedding_ours, "embed-stock": embedding_stock,
+                   "embed-ours-3": lambda p, o: embedding_ours(p, o, max_patches=3)}[args.side]
+        measure(paths[:2], args.out)
+        print(*measure(paths, args.out))
+        return
     if args.side:  # child process: warm up on two clips, then measure all of them
         paths = json.loads(args.paths)
         measure = reference_loop if args.side == "reference" else lambda p: hitpredict_path(p, AudioParams())
@@ -129,6 +201,40 @@ def main() -> None:
         our_runs.append(run_side("hitpredict", paths))
     ref_cpu, ours_cpu = min(ref_runs), min(our_runs)
     job_rate = spark_job(str(sample.audio_dir), len(paths))
+    embed_rows = []
+    if load_config("conf/local.yaml").embedding.active:
+        import numpy as np
+
+        work = tempfile.mkdtemp(prefix="hitpredict-bench-embed-")
+        cpu = {}
+        for side in ("embed-ours", "embed-stock", "embed-ours-3"):
+            out = subprocess.run([sys.executable, __file__, "--side", side, "--paths", json.dumps(paths),
+                                  "--out", f"{work}/{side}.npy"], check=True, capture_output=True, text=True).stdout
+            cpu[side], cpu[side + "/own"] = map(float, out.strip().splitlines()[-1].split())
+        ours, stock = np.load(f"{work}/embed-ours.npy"), np.load(f"{work}/embed-stock.npy")
+        sampled = np.load(f"{work}/embed-ours-3.npy")
+
+        def cosine_mean(a, b) -> float:
+            a, b = a.astype(np.float64), b.astype(np.float64)
+            return float(np.mean(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+                                                          + 1e-12)))
+
+        cosine, cosine_sampled = cosine_mean(ours, stock), cosine_mean(sampled, ours)
+        shutil.rmtree(work, ignore_errors=True)
+        name = load_config("conf/local.yaml").embedding.name
+        embed_rows = [
+            f"embedding {name}, hitpredict path (our decode + 16 kHz mel, own graph, 1 thread): "
+            f"{cpu['embed-ours'] / len(paths):.3f} CPU-s/clip; without the decode the mel path shares "
+            f"(what extract_features adds): {cpu['embed-ours/own'] / len(paths):.3f} CPU-s/clip",
+            f"embedding, stock musicnn.extractor path (librosa.load + batch_data, loaded once, batched, 1 thread): "
+            f"{cpu['embed-stock'] / len(paths):.3f} CPU-s/clip",
+            f"embedding vs mel path: its own part is {cpu['embed-ours/own'] / ours_cpu:.1f}x the mel path's CPU; "
+            f"mean cosine similarity ours vs stock (penultimate): {cosine:.5f}, max |difference| "
+            f"{float(np.abs(ours - stock).max()):.2e}",
+            f"embedding with embedding.max_patches=3 (3 of the 10 patches): {cpu['embed-ours-3'] / len(paths):.3f} "
+            f"CPU-s/clip, own part {cpu['embed-ours-3/own'] / len(paths):.3f}; mean cosine similarity to all 10 "
+            f"patches' mean: {cosine_sampled:.5f}",
+        ]
 
     print(f"clips: {len(paths)} x 30 s MP3, 44.1 kHz stereo")
     print(f"reference loop (librosa.load + melspectrogram + power_to_db): {ref_cpu / len(paths) * 1000:6.1f} ms CPU/clip"
@@ -136,6 +242,8 @@ def main() -> None:
     print(f"hitpredict extract_features path:                           {ours_cpu / len(paths) * 1000:6.1f} ms CPU/clip"
           f"  {len(paths) / ours_cpu:6.2f} clips/CPU-s  (runs: {', '.join(f'{r:.1f}' for r in our_runs)} s)")
     print(f"whole Spark job (ingest, fetch from disk, extract_features) on local[2]: {job_rate:.1f} clips/s")
+    for line in embed_rows:
+        print(line)
     print(f"ratio: {ref_cpu / ours_cpu:.2f}")
 
 

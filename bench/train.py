@@ -84,13 +84,14 @@ def write_examples(lake, rows: int, n_mels: int, frames: int, seed: int = 0) -> 
                       "target": "popular", "label": float(i % 2), "label_name": None,
                       "mel": rng.normal(-40, 12, (n_mels, frames)).astype(np.float16).tobytes(),
                       "mel_shape": [n_mels, frames], "summary": rng.normal(0, 1, 62).astype(np.float32).tolist(),
-                      "dataset_id": ds, "created_at": now})
+                      "embedding": None, "tags": None, "dataset_id": ds, "created_at": now})
         if len(chunk) == 128 or i == len(splits) - 1:
             lake.append("examples", lake.frame("examples", pd.DataFrame(chunk)))
             chunk = []
     record = {"dataset_id": ds, "target": "popular", "threshold": 39.0, "label_names": ["not_popular", "popular"],
               "split_counts": "{}", "mel_mean": [-40.0] * n_mels, "mel_std": [12.0] * n_mels,
-              "summary_mean": [0.0] * 62, "summary_std": [1.0] * 62, "mel_shape": [n_mels, frames],
+              "summary_mean": [0.0] * 62, "summary_std": [1.0] * 62, "embedding_mean": None, "embedding_std": None,
+              "tags_mean": None, "tags_std": None, "embedding_model": None, "mel_shape": [n_mels, frames],
               "config": json.dumps({"audio": {}}), "created_at": now}
     lake.append("datasets", lake.frame("datasets", pd.DataFrame([record])))
     return record

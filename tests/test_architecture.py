@@ -130,8 +130,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 #: from its own layer or a lower one. A new module is placed here when it is added.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "targets", "families", "audio_params", "schemas", "logs", "keras_compat", "config", "spark"),
-    ("audio", "audio_paths", "body_decoding", "net_guard", "http_retry", "signed_urls", "features", "clip_features",
-     "dataset", "evaluation", "ingest", "credentials", "isolation", "models", "plotting", "fetch", "loopback",
+    ("audio", "audio_paths", "body_decoding", "net_guard", "http_retry", "signed_urls", "features", "embeddings",
+     "clip_features", "dataset", "evaluation", "ingest", "credentials", "isolation", "models", "plotting", "fetch", "loopback",
      "preview_server", "synth", "progress", "notebook"),
     ("lake",),
     ("sources", "fanouts", "train", "predict", "scoring", "stackcheck", "testing"),

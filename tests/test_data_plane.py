@@ -52,7 +52,8 @@ def fetch_config(tmp_path, **extra):
         "fetch.max_concurrency": 32, "fetch.per_host_concurrency": 32, "fetch.commit_every": 200,
         "fetch.max_runs_per_track": 3, "features.commit_every": 20, **extra,
     }
-    return load_config(None, [f"{k}={v}" for k, v in settings.items()], environ={})
+    # embeddings off: this is the data plane's fault test (tests/test_embeddings.py runs the stage with them)
+    return load_config(None, [f"{k}={v}" for k, v in settings.items()] + ["embedding.enabled=false"], environ={})
 
 
 def test_fault_mix_settles_every_track_within_three_runs(spark, tmp_path, mp3_pool):

@@ -187,8 +187,9 @@ def test_a_target_no_track_qualifies_for_is_refused():
 
 
 def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=True, popularity=None,
-              popularity_source=lambda a: "label"):
-    """Catalogue + ok features rows written straight to the lake (no audio needed)."""
+              popularity_source=lambda a: "label", embedding_model=lambda track: None, embedding_size=5, tags_size=3):
+    """Catalogue + ok features rows written straight to the lake (no audio needed); a track whose
+    ``embedding_model`` is not None has an embedding and tags of that model (seeded random values)."""
     rng = np.random.default_rng(2)
     catalogue, features = [], []
     for a in range(n_artists):
@@ -201,10 +202,16 @@ def seed_lake(lake, n_artists=12, per_artist=6, shape=(16, 8), duplicate_audio=T
                               "popularity_source": popularity_source(a), "streams": None, "region": ["N", "S"][a % 2],
                               "genre": None, "ingested_at": NOW})
             mel = rng.normal(-30 + pop / 10, 5, shape).astype(np.float16)
+            model = embedding_model(track)
             features.append({"track_id": track, "audio_sha256": f"sha-{track}", "status": "ok", "error_kind": None,
                              "error_detail": None, "duration_s": 30.0, "mel": mel.tobytes(), "mel_shape": list(shape),
                              "summary": rng.normal(0, 1, 4).astype(np.float32).tolist(), "audio_params": "{}",
-                             "extracted_at": NOW})
+                             "extracted_at": NOW,
+                             "embedding": None if model is None else rng.normal(pop / 50, 1, embedding_size)
+                             .astype(np.float32).tolist(),
+                             "tags": None if model is None else rng.uniform(0, 1, tags_size)
+                             .astype(np.float32).tolist(),
+                             "embedding_model": model})
     if duplicate_audio:  # the same recording released under two artists
         features[1]["audio_sha256"] = features[per_artist * 5]["audio_sha256"] = "sha-shared"
     lake.append("catalogue", lake.frame("catalogue", pd.DataFrame(catalogue)))
@@ -286,3 +293,69 @@ def test_mixed_spectrogram_shapes_fail_naming_them(spark, lake):
     lake.append("features", lake.frame("features", odd))
     with pytest.raises(DatasetError, match=r"mixed spectrogram shapes: 6 x \[16, 8\], 1 x \[16, 4\]"):
         build_dataset.run(dataset_config(), spark, lake)
+
+
+# --------------------------------------------------------------------------- embeddings and tags
+
+
+def test_vector_statistics_need_every_example_one_model_and_one_length():
+    def part(rows, total, squares, sizes):
+        return {"embedding_rows": rows, "embedding_total": np.asarray(total, float).tobytes(),
+                "embedding_squares": np.asarray(squares, float).tobytes(), "embedding_sizes": json.dumps(sizes)}
+
+    parts = [part(2, [2.0, 4.0], [2.0, 10.0], [2]), part(2, [2.0, 0.0], [2.0, 2.0], [2])]
+    mean, std, problem = build_dataset.vector_statistics("embedding", parts, 4, {"m/penultimate": 6})
+    assert problem is None and mean.tolist() == [1.0, 1.0] and std.tolist() == [0.0, pytest.approx(np.sqrt(2.0))]
+    assert build_dataset.vector_statistics("embedding", [part(0, [], [], [])], 4, {None: 6}) == (None, None, None)
+    assert build_dataset.vector_statistics("embedding", parts, 4, {"m": 5, None: 1})[2] == \
+        "embedding: missing for 1 of 6 examples (their features have no embedding)"
+    assert build_dataset.vector_statistics("embedding", parts, 4, {"a": 3, "b": 3})[2] == \
+        "embedding: the examples mix embedding models (a, b)"
+    mixed = [parts[0], part(1, [1.0] * 3, [1.0] * 3, [3])]
+    assert build_dataset.vector_statistics("embedding", mixed, 3, {"m": 6})[2] == \
+        "embedding: the training examples' vectors have mixed lengths [2, 3]"
+
+
+def test_examples_carry_the_embedding_and_tags_and_datasets_their_training_statistics(spark, lake):
+    seed_lake(lake, duplicate_audio=False, embedding_model=lambda track: "MTT_musicnn/penultimate")
+    report = build_dataset.run(dataset_config(), spark, lake)
+    assert report.ok == 72 and report.details == ["popularity from: label 72"]
+    examples = lake.read("examples").toPandas().set_index("track_id")
+    features = lake.read("features").toPandas().set_index("track_id")
+    for column in ("embedding", "tags"):
+        assert all(np.array_equal(examples.loc[t, column], features.loc[t, column]) for t in examples.index)
+    record = lake.read_arrow("datasets").to_pylist()[0]
+    train = examples[examples["split"] == "train"]
+    embedding, tags = np.stack(train["embedding"]), np.stack(train["tags"])
+    np.testing.assert_allclose(record["embedding_mean"], embedding.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(record["embedding_std"], embedding.std(axis=0), atol=1e-5)
+    np.testing.assert_allclose(record["tags_mean"], tags.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(record["tags_std"], tags.std(axis=0), atol=1e-5)
+    assert record["embedding_model"] == "MTT_musicnn/penultimate"
+    assert json.loads(record["config"])["embedding_models"] == ["MTT_musicnn/penultimate"]
+
+
+def test_a_dataset_with_missing_embeddings_says_so_and_the_embed_family_is_refused_by_name(spark, lake, tmp_path):
+    from hitpredict.stages import train_model
+
+    seed_lake(lake, duplicate_audio=False, embedding_model=lambda track: None if track.endswith("0") else "m/pooled")
+    report = build_dataset.run(dataset_config(), spark, lake)
+    assert report.ok == 72 and report.details[1:] == [
+        "embedding: missing for 12 of 72 examples (their features have no embedding): the embed family cannot "
+        "train on this dataset",
+        "tags: missing for 12 of 72 examples (their features have no embedding): the fusion family's tags branch "
+        "cannot train on this dataset"]
+    examples = lake.read("examples").toPandas()
+    assert examples["embedding"].isna().sum() == 12 and examples["tags"].isna().sum() == 12
+    record = lake.read_arrow("datasets").to_pylist()[0]
+    assert record["embedding_mean"] is None and record["tags_mean"] is None and record["embedding_model"] is None
+    config = load_config(None, [f"train.petastorm_cache={tmp_path / 'petastorm'}",
+                                f"train.output_dir={tmp_path / 'models'}"], environ={})
+    for family in ("embed", "fusion"):
+        with pytest.raises(DatasetError, match=rf"^dataset {record['dataset_id']}: the {family} family reads the "
+                                               rf"examples' (embedding|tags) column, but not every example has one"):
+            train_model.run(config, spark, lake, family=family, num_proc=1)
+    assert not (tmp_path / "petastorm").exists() and not (tmp_path / "models").exists()
+    tags_dropped = load_config(None, ["train.fusion_branches=[mel]"], environ={})
+    plan = train_model.make_plan(tags_dropped, record, examples[["split", "label"]], 1, "fusion", None, None)
+    assert plan.inputs == ("mel",) and plan.spec.tags_size == 0   # the mel branch alone needs no tags

@@ -5,20 +5,23 @@ import numpy as np
 import pytest
 
 from hitpredict.keras_compat import keras
-from hitpredict.models import FAMILIES, ModelSpec, build_model
+from hitpredict.models import FAMILIES, ModelSpec, build_model, input_names
 from hitpredict.models.heads import loss_and_metrics
 
 SPECS = {
-    "binary": ModelSpec("binary", n_mels=32, frames=40, summary_size=6),
-    "regression": ModelSpec("regression", n_mels=32, frames=40, summary_size=6),
-    "multiclass": ModelSpec("multiclass", n_mels=32, frames=40, summary_size=6, n_classes=4),
+    "binary": ModelSpec("binary", n_mels=32, frames=40, summary_size=6, embedding_size=12, tags_size=5),
+    "regression": ModelSpec("regression", n_mels=32, frames=40, summary_size=6, embedding_size=12, tags_size=5),
+    "multiclass": ModelSpec("multiclass", n_mels=32, frames=40, summary_size=6, n_classes=4, embedding_size=12,
+                            tags_size=5),
 }
 
 
 def batch(spec: ModelSpec, n: int = 8):
     rng = np.random.default_rng(0)
     inputs = {"mel": rng.normal(size=(n, spec.n_mels, spec.frames, 1)).astype("float32"),
-              "summary": rng.normal(size=(n, spec.summary_size)).astype("float32")}
+              "summary": rng.normal(size=(n, spec.summary_size)).astype("float32"),
+              "embedding": rng.normal(size=(n, spec.embedding_size)).astype("float32"),
+              "tags": rng.normal(size=(n, spec.tags_size)).astype("float32")}
     labels = {"binary": rng.integers(0, 2, n), "regression": rng.normal(50, 10, n),
               "multiclass": rng.integers(0, spec.n_classes, n)}[spec.task].astype("float32")
     return inputs, labels
@@ -29,6 +32,7 @@ def batch(spec: ModelSpec, n: int = 8):
 def test_every_family_and_head_trains_and_predicts(family, task):
     spec = SPECS[task]
     model = build_model(family, spec)
+    assert tuple(model.input_names) == input_names(family, spec)
     loss, metrics = loss_and_metrics(spec)
     model.compile(optimizer=keras().optimizers.Adam(1e-3), loss=loss, metrics=metrics)
     inputs, labels = batch(spec)
@@ -96,3 +100,85 @@ def test_occlusion_recomputed_around_each_segment_equals_full_passes(family):
     assert np.abs(full[:, :1] - full[:, 1:]).max() > 1e-4        # the occlusions do change the score
     alone = bundle.predict_occluded(mel[3:4], summary[3:4], segments)
     np.testing.assert_array_equal(alone[0], local[3])
+
+
+# --------------------------------------------------------------------------- embed and fusion
+
+
+def test_embed_and_fusion_read_their_vectors_and_refuse_a_spec_without_them():
+    assert input_names("embed") == ("embedding", "summary")
+    assert input_names("fusion") == ("mel", "tags")
+    assert input_names("fusion", ModelSpec("binary", fusion_branches=["tags"])) == ("tags",)
+    with pytest.raises(ValueError, match="the embed family needs an embedding: spec.embedding_size is 0"):
+        build_model("embed", ModelSpec("binary", n_mels=32, summary_size=6))
+    with pytest.raises(ValueError, match="the fusion family's tags branch needs tag probabilities"):
+        build_model("fusion", ModelSpec("binary", n_mels=32, summary_size=6))
+    with pytest.raises(ValueError, match=r"fusion_branches must be one or both of mel, tags, got \['chroma'\]"):
+        ModelSpec("binary", fusion_branches=("chroma",))
+    with pytest.raises(ValueError, match=r"got \[\]"):
+        ModelSpec("binary", fusion_branches=())
+
+
+@pytest.mark.parametrize("branches", [("mel",), ("tags",)])
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_fusion_with_one_branch_dropped_reads_only_the_other(branches, task):
+    from dataclasses import replace
+
+    from hitpredict.models.fusion import WEIGHT_LAYER
+
+    spec = replace(SPECS[task], fusion_branches=branches)
+    model = build_model("fusion", spec)
+    assert tuple(model.input_names) == branches
+    assert WEIGHT_LAYER not in [layer.name for layer in model.layers]
+    has_mel_branch = any(layer.name.startswith("span_w") for layer in model.layers)
+    assert has_mel_branch == ("mel" in branches)
+    inputs, labels = batch(spec)
+    model.compile(optimizer=keras().optimizers.Adam(1e-3), loss=loss_and_metrics(spec)[0])
+    feed = {name: inputs[name] for name in branches}
+    model.fit(feed, labels, epochs=1, batch_size=4, verbose=0)
+    out = model.predict(feed, verbose=0)
+    assert out.shape == (8, 4 if task == "multiclass" else 1)
+
+
+def test_fusion_mixes_its_branches_by_a_weight_it_learns():
+    """Each branch has its own logits; the output is the activation of sigmoid(g) * mel + (1 - sigmoid(g)) * tags,
+    and g trains: with the label in the tags and none in the spectrogram, the weight moves towards the tags."""
+    from hitpredict.models.fusion import WEIGHT_LAYER, mel_weight
+
+    spec = SPECS["binary"]
+    model = build_model("fusion", spec)
+    gate = model.get_layer(WEIGHT_LAYER)
+    assert [w.name.split("/")[-1].split(":")[0] for w in gate.trainable_weights] == ["gate"]
+    assert mel_weight(model) == pytest.approx(0.5)
+    inputs, _ = batch(spec, 64)
+    inputs["mel"] = np.zeros_like(inputs["mel"])                                # silence: no label in it
+    labels = (inputs["tags"][:, 0] > 0).astype("float32")                       # the label is in one tag
+    parts = keras().Model(model.inputs, [model.get_layer("mel_logits").output, model.get_layer("tags_logits").output])
+    mel_logit, tags_logit = (np.asarray(t) for t in parts({"mel": inputs["mel"], "tags": inputs["tags"]}))
+    w = mel_weight(model)
+    expected = 1 / (1 + np.exp(-(w * mel_logit + (1 - w) * tags_logit)))
+    np.testing.assert_allclose(model.predict({"mel": inputs["mel"], "tags": inputs["tags"]}, verbose=0), expected,
+                               atol=1e-5)
+    model.compile(optimizer=keras().optimizers.Adam(0.03), loss="binary_crossentropy")
+    model.fit({"mel": inputs["mel"], "tags": inputs["tags"]}, labels, epochs=30, batch_size=16, verbose=0)
+    assert mel_weight(model) < 0.35, mel_weight(model)   # 0.22 measured; it starts at 0.5
+    with pytest.raises(ValueError, match="has no fusion_weight layer"):
+        mel_weight(build_model("fusion", ModelSpec("binary", tags_size=5, fusion_branches=("tags",))))
+
+
+def test_windowed_fusion_repeats_the_tags_for_every_window():
+    """A whole-clip fusion prediction is the mean of the window logits of (mel window, the clip's tags)."""
+    from dataclasses import replace
+
+    from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
+
+    spec = replace(SPECS["binary"], window_frames=16, window_hop=8)
+    model = build_model("fusion", spec)
+    assert tuple(model.input_names) == ("mel", "tags")
+    inputs, _ = batch(spec, 3)
+    whole = model.predict({"mel": inputs["mel"], "tags": inputs["tags"]}, verbose=0)
+    starts, size = window_layout(spec.frames, 16, 8)
+    inner = inner_model(model)
+    per_window = np.stack([inner.predict({"mel": inputs["mel"][:, :, s:s + size], "tags": inputs["tags"]}, verbose=0)
+                           for s in starts], axis=1)
+    np.testing.assert_allclose(whole, np.asarray(aggregate_windows(per_window, "binary")), atol=1e-5)

@@ -41,6 +41,7 @@ train:
   augment: {{crop_frames: null}}
 score: {{segment_seconds: 1, top_k_artists: 3, report_top: 20, report_strips: 3}}
 demo: {{models: {{popular: cnn, artist: mlp, region: mlp}}}}
+embedding: {{enabled: false}}
 """
 
 #: The demo (popular cnn, artist mlp, region mlp, scoring, report), then a second family for popular.

@@ -54,7 +54,8 @@ def ingest_and_extract(config, spark, lake, sample, rows, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    """120 six-second tracks through features; a popular CNN, an artist MLP and a region MLP
+    """120 six-second tracks through features (with their musicnn embeddings); a popular CNN (windowed), an
+    artist ``embed`` model and a region ``fusion`` model
     trained on them and registered; the catalogue scored once."""
     root = tmp_path_factory.mktemp("scoring")
     config = scoring_config(root)
@@ -63,7 +64,7 @@ def world(spark, tmp_path_factory):
     lake = open_lake(config.lake, spark)
     ingest_and_extract(config, spark, lake, sample, sample.rows[:FIRST], "first.csv")
     refs = []
-    for target, family, epochs in (("popular", "cnn", 4), ("artist", "mlp", 30), ("region", "mlp", 30)):
+    for target, family, epochs in (("popular", "cnn", 4), ("artist", "embed", 30), ("region", "fusion", 30)):
         settings = config.model_copy(update={"dataset": config.dataset.model_copy(update={"target": target}),
                                              "train": config.train.model_copy(update={"epochs": epochs})})
         build_dataset.run(settings, spark, lake)

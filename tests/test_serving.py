@@ -40,7 +40,7 @@ def serving_config(root: Path):
         "sample.seconds=6", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=1", "train.bootstrap_rounds=20",
-        "train.augment.crop_frames=null", "score.segment_seconds=2",
+        "train.augment.crop_frames=null", "score.segment_seconds=2", "embedding.enabled=false",
     ], environ={})
 
 

@@ -77,7 +77,7 @@ def test_every_family_saves_and_reloads_as_a_bundle(tmp_path):
 
     spec = ModelSpec("binary", n_mels=N_MELS, frames=FRAMES, summary_size=3)
     _, raw, summary = stored(n=3)
-    for family in FAMILIES:
+    for family in [f for f in FAMILIES if set(input_names(f)) <= {"mel", "summary"}]:   # embed, fusion: below
         bundle = ModelBundle(family=family, spec=spec, target="popular", audio={"n_mels": N_MELS}, norm=NORM,
                              inputs=input_names(family), dataset_id="ds-x", threshold=39.0,
                              label_names=["not_popular", "popular"], model=build_model(family, spec))
@@ -85,3 +85,79 @@ def test_every_family_saves_and_reloads_as_a_bundle(tmp_path):
         again = ModelBundle.load(bundle.save(tmp_path / family))
         assert again.family == family and again.threshold == 39.0 and again.norm == NORM
         assert np.array_equal(again.predict(list(raw), summary.tolist()), before)
+
+
+# --------------------------------------------------------------------------- embedding and tags
+
+
+EMBEDDING, TAGS = 6, 4
+WITH_VECTORS = Normalisation(**{**NORM.__dict__, "embedding_mean": [0.5] * EMBEDDING,
+                                "embedding_std": [2.0] * EMBEDDING, "tags_mean": [0.1, 0.2, 0.3, 0.4],
+                                "tags_std": [0.1, 0.0, 0.2, 0.5]})
+
+
+def vectors(n=4, seed=1):
+    rng = np.random.default_rng(seed)
+    return {"embedding": rng.normal(0, 1, (n, EMBEDDING)).astype(np.float32),
+            "tags": rng.uniform(0, 1, (n, TAGS)).astype(np.float32)}
+
+
+def test_embedding_and_tags_are_standardised_with_the_training_statistics():
+    _, raw, summary = stored()
+    given = vectors()
+    out = model_inputs(raw, summary, ("embedding", "summary", "tags"), N_MELS, FRAMES, WITH_VECTORS, vectors=given)
+    assert set(out) == {"embedding", "summary", "tags"}
+    np.testing.assert_allclose(out["embedding"].numpy(), (given["embedding"] - 0.5) / 2.0, atol=1e-6)
+    np.testing.assert_allclose(out["tags"].numpy(), (given["tags"] - [0.1, 0.2, 0.3, 0.4]) / [0.1, 1e-3, 0.2, 0.5],
+                               rtol=1e-5)   # a zero std is floored like the summary's
+    assert set(model_inputs(raw, summary, ("mel",), N_MELS, FRAMES, WITH_VECTORS, vectors=given)) == {"mel"}
+
+
+def test_missing_vectors_or_statistics_are_named():
+    import pytest
+
+    _, raw, summary = stored()
+    with pytest.raises(ValueError, match=r"the model reads 'embedding', but no embedding vectors were given"):
+        model_inputs(raw, summary, ("embedding", "summary"), N_MELS, FRAMES, WITH_VECTORS)
+    with pytest.raises(ValueError, match=r"the model reads 'tags' but its normalisation has no tags statistics"):
+        model_inputs(raw, summary, ("mel", "tags"), N_MELS, FRAMES, NORM, vectors=vectors())
+    short = {"embedding": vectors()["embedding"][:, :5]}
+    with pytest.raises(ValueError, match=r"'embedding' vectors have 5 values, the model's statistics 6"):
+        model_inputs(raw, summary, ("embedding", "summary"), N_MELS, FRAMES, WITH_VECTORS, vectors=short)
+
+
+def test_vector_statistics_are_optional_in_old_datasets_rows_and_bundles():
+    """A datasets row or bundle.json from before embeddings has no embedding or tags statistics."""
+    import dataclasses
+    import json
+
+    from hitpredict.models import ModelSpec
+
+    record = {"mel_mean": [0.0], "mel_std": [1.0], "summary_mean": [0.0], "summary_std": [1.0]}
+    assert Normalisation.from_record(record).embedding_mean == []
+    assert Normalisation.from_record({**record, "embedding_mean": None}).embedding_mean == []
+    assert Normalisation(**{"mel_mean": [0.0], "mel_std": [1.0], "summary_mean": [0.0], "summary_std": [1.0]}) \
+        == Normalisation.from_record(record)
+    spec = ModelSpec("binary", embedding_size=6, tags_size=4, fusion_branches=("tags",))
+    assert ModelSpec(**json.loads(json.dumps(dataclasses.asdict(spec)))) == spec   # as bundle.json stores it
+
+
+def test_embed_and_fusion_save_and_reload_as_bundles(tmp_path):
+    """Needs ModelBundle.predict(..., vectors=...), which passes the vectors on to model_inputs."""
+    from hitpredict.models import ModelSpec, build_model, input_names
+    from hitpredict.train.bundle import ModelBundle
+
+    _, raw, summary = stored(n=3)
+    given = vectors(n=3)
+    for family, branches in (("embed", ("mel", "tags")), ("fusion", ("mel", "tags")), ("fusion", ("tags",))):
+        spec = ModelSpec("binary", n_mels=N_MELS, frames=FRAMES, summary_size=3, embedding_size=EMBEDDING,
+                         tags_size=TAGS, fusion_branches=branches)
+        bundle = ModelBundle(family=family, spec=spec, target="popular", audio={"n_mels": N_MELS}, norm=WITH_VECTORS,
+                             inputs=input_names(family, spec), dataset_id="ds-x", threshold=39.0,
+                             label_names=["not_popular", "popular"], model=build_model(family, spec))
+        stored_vectors = {name: [list(map(float, v)) for v in values] for name, values in given.items()}
+        stored_vectors["tags"][1] = None   # a track without tags: zeros
+        before = bundle.predict(list(raw), summary.tolist(), vectors=stored_vectors)
+        again = ModelBundle.load(bundle.save(tmp_path / f"{family}-{len(branches)}"))
+        assert again.norm == WITH_VECTORS and again.spec == spec and again.inputs == bundle.inputs
+        assert np.array_equal(again.predict(list(raw), summary.tolist(), vectors=stored_vectors), before)

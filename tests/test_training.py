@@ -28,7 +28,7 @@ def training_config(root: Path, *extra: str):
         "sample.seconds=6", "sample.preview_port=0", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=10", "train.patience=4",
-        "train.bootstrap_rounds=300", *extra,
+        "train.bootstrap_rounds=300", "embedding.enabled=false", *extra,   # embeddings: test_embeddings, test_scoring
     ], environ={})
 
 
@@ -138,12 +138,13 @@ def write_dataset(lake, splits_labels_shapes, target="popular"):
         rows.append({"track_id": f"t{i}", "primary_artist": f"a{i}", "audio_sha256": f"h{i}", "split": split,
                      "target": target, "label": float(label), "label_name": None,
                      "mel": np.zeros(shape, np.float16).tobytes(), "mel_shape": list(shape), "summary": [0.0] * 4,
-                     "dataset_id": ds, "created_at": NOW})
+                     "embedding": None, "tags": None, "dataset_id": ds, "created_at": NOW})
     lake.append("examples", lake.frame("examples", pd.DataFrame(rows)))
     lake.append("datasets", lake.frame("datasets", pd.DataFrame([{
         "dataset_id": ds, "target": target, "threshold": 39.0, "label_names": ["not_popular", "popular"],
         "split_counts": "{}", "mel_mean": [0.0] * 8, "mel_std": [1.0] * 8, "summary_mean": [0.0] * 4,
-        "summary_std": [1.0] * 4, "mel_shape": [8, 4], "config": json.dumps({"audio": {}}), "created_at": NOW}])))
+        "summary_std": [1.0] * 4, "embedding_mean": None, "embedding_std": None, "tags_mean": None, "tags_std": None,
+        "embedding_model": None, "mel_shape": [8, 4], "config": json.dumps({"audio": {}}), "created_at": NOW}])))
 
 
 @pytest.mark.parametrize("rows, message", [

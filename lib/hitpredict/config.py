@@ -239,6 +239,61 @@ class FeaturesConfig(_Section):
     decode_timeout_s: float = Field(60.0, gt=0)
 
 
+#: The musicnn models (:mod:`hitpredict.embeddings`) and the layers each gives.
+EMBEDDING_LAYERS: dict[str, tuple[str, ...]] = {
+    "MTT_musicnn": ("penultimate", "max_pool", "mean_pool", "tags"),
+    "MSD_musicnn": ("penultimate", "max_pool", "mean_pool", "tags"),
+    "MTT_vgg": ("pool5", "tags"),
+    "MSD_vgg": ("pool5", "tags"),
+}
+
+
+class EmbeddingConfig(_Section):
+    """extract_features: the pretrained music embedding (musicnn) stored beside each clip's mel."""
+
+    #: On or off; ``null`` (the default): on when the ``musicnn`` package is installed.
+    enabled: bool | None = None
+    #: Which of the wheel's four models (MTT: MagnaTagATune, MSD: Million Song Dataset tags) ...
+    model: Literal["MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg"] = "MTT_musicnn"
+    #: ... and which layer, averaged over the clip's 3 s patches, is the ``embedding`` column (the 50 tag
+    #: probabilities are always stored too): musicnn: penultimate (200) | max_pool | mean_pool (753) | tags
+    #: (50); vgg: pool5 (256) | tags.
+    layer: Literal["penultimate", "max_pool", "mean_pool", "pool5", "tags"] = "penultimate"
+    #: Clips whose patches one TensorFlow run takes together. 1 (the default) keeps "same bytes, same bits"
+    #: whatever else a task holds: with more, oneDNN's results for a clip differ (about 1e-6) with its
+    #: neighbours, for about 3% less CPU (measured: 0.411 CPU-s per clip at 1, 0.396 at 8).
+    batch_clips: int = Field(1, ge=1, le=256)
+    #: TensorFlow intra-op threads of the embedding session (Spark runs one task per core).
+    threads: int = Field(1, ge=1, le=64)
+    #: How many 3 s patches of the clip the network sees, evenly spaced (3, the default: about 0.14 CPU-s per
+    #: clip, within issue 15's 0.15 budget; the clip's vectors are then a sample of the full mean, and
+    #: ``bench/features.py`` prints how close). ``null``: every patch, as the stock extractor (10 for 30 s,
+    #: about 0.43 CPU-s per clip).
+    max_patches: int | None = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _layer_of_model(self) -> "EmbeddingConfig":
+        if self.layer not in EMBEDDING_LAYERS[self.model]:
+            raise ValueError(f"model {self.model} has no layer {self.layer!r}; "
+                             f"one of {', '.join(EMBEDDING_LAYERS[self.model])}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether extract_features computes embeddings: ``enabled``, or musicnn is installed."""
+        if self.enabled is not None:
+            return self.enabled
+        import importlib.util
+
+        return importlib.util.find_spec("musicnn") is not None
+
+    @property
+    def name(self) -> str:
+        """The ``embedding_model`` value of the rows it gives, e.g. ``MTT_musicnn/penultimate`` (with
+        ``/patches=N`` when ``max_patches`` samples the clip)."""
+        return f"{self.model}/{self.layer}" + (f"/patches={self.max_patches}" if self.max_patches else "")
+
+
 class DatasetConfig(_Section):
     """build_dataset: which target, how to split, how to threshold."""
 
@@ -306,6 +361,16 @@ class TrainConfig(_Section):
     #: distribution for percentiles, and how many quantiles of it the model keeps.
     reference_rows: int = Field(5000, ge=10)
     reference_points: int = Field(1001, ge=11)
+    #: The ``fusion`` family's branches: ``mel`` (the inception spectrogram branch) and/or ``tags`` (a dense
+    #: branch on the pretrained model's tag probabilities); with both, a learned weight mixes their predictions.
+    fusion_branches: list[Literal["mel", "tags"]] = Field(["mel", "tags"], min_length=1)
+
+    @field_validator("fusion_branches")
+    @classmethod
+    def _distinct_branches(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"fusion_branches names a branch twice: {value}")
+        return value
 
 
 class MlflowConfig(_Section):
@@ -485,7 +550,7 @@ class DemoConfig(_Section):
     """What ``hitpredict demo`` trains: target -> model family (null: ``train.family``)."""
 
     models: dict[TargetName, ModelFamily | None] = Field(
-        default_factory=lambda: {"popular": None, "artist": "mlp", "region": "mlp"})
+        default_factory=lambda: {"popular": None, "artist": "embed", "region": "fusion"})
 
 
 class ProgressConfig(_Section):
@@ -585,6 +650,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     fetch: FetchConfig = FetchConfig()
     features: FeaturesConfig = FeaturesConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()

@@ -1,8 +1,8 @@
 """Test-split metrics with bootstrap confidence intervals: pure functions on numpy arrays.
 
 Binary: accuracy, ROC-AUC (95% bootstrap interval), PR-AUC, Brier score, calibration bins.
-Regression: MSE, MAE, Spearman (95% bootstrap interval). Multiclass: accuracy, top-3
-accuracy, macro-F1, confusion matrix. Every result is plain JSON-ready data.
+Regression: MSE, MAE, Spearman (95% bootstrap interval). Multiclass: accuracy and macro-F1 (each
+with its 95% bootstrap interval), top-3 accuracy, confusion matrix. Every result is plain JSON-ready data.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric`` over resampled (row) pairs: (low, high).
 
-    ``metric(y_true, y_score)`` takes two arrays of shape (n,) and returns a float; ``rounds``
-    resamples of n rows with replacement (``seed`` fixes them) give its distribution, and the interval
-    holds its central ``level`` (0-1). Resamples where the metric is undefined (e.g. one class only for
-    ROC-AUC) are skipped; (nan, nan) when every one is.
+    ``metric(y_true, y_score)`` takes ``y_true`` of shape (n,) and ``y_score`` of shape (n,) or (n, classes)
+    and returns a float; ``rounds`` resamples of n rows with replacement (``seed`` fixes them) give its
+    distribution, and the interval holds its central ``level`` (0-1). Resamples where the metric is
+    undefined (e.g. one class only for ROC-AUC) are skipped; (nan, nan) when every one is.
     """
     rng = np.random.default_rng(seed)
     n = len(y_true)
@@ -119,26 +119,63 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, rounds: int = 100
     }
 
 
-def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] | None = None) -> dict[str, Any]:
+def _accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Share of rows whose most probable class is the true one: ``y_true`` (n,), ``probs`` (n, classes)."""
+    return float(np.mean(probs.argmax(axis=1) == y_true))
+
+
+def _f1_terms(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2 tp, 2 tp + fp + fn) per class of the most probable class's predictions: ``y_true`` (n,) class
+    indices, ``probs`` (n, classes); two float arrays of shape (classes,)."""
+    classes = probs.shape[1]
+    confusion = np.bincount(y_true * classes + probs.argmax(axis=1), minlength=classes * classes)
+    confusion = confusion.reshape(classes, classes)
+    return 2 * np.diag(confusion).astype(float), (confusion.sum(axis=0) + confusion.sum(axis=1)).astype(float)
+
+
+def _macro_f1(y_true: np.ndarray, probs: np.ndarray, counted: np.ndarray | None = None) -> float:
+    """F1 of the most probable class, averaged over the ``counted`` classes (a boolean mask, shape
+    (classes,)); by default the classes that occur among the true or the predicted classes: ``y_true`` (n,)
+    class indices, ``probs`` (n, classes). A counted class with no true row and never predicted counts 0; a
+    class that is not counted (a small class the grouped split kept out of the test set, never predicted)
+    does not count. Scikit-learn's ``f1_score(average="macro", zero_division=0)`` (with ``labels`` =
+    the counted classes), in numpy: the bootstrap calls it a thousand times."""
+    twice_tp, denominator = _f1_terms(y_true, probs)
+    counted = denominator > 0 if counted is None else counted
+    if not counted.any():
+        return float("nan")
+    f1 = np.divide(twice_tp, denominator, out=np.zeros_like(twice_tp), where=denominator > 0)
+    return float(np.mean(f1[counted]))
+
+
+def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] | None = None,
+                       rounds: int = 1000) -> dict[str, Any]:
     """Metrics of a classifier over several classes: ``y_true`` class indices, shape (n,); ``probs``
     class probabilities, shape (n, classes); ``labels`` the class names (default ``"0"``, ``"1"``, ...).
 
     Returns ``n``; ``accuracy`` and ``top3_accuracy`` (the true class among the three most probable),
-    both 0-1; ``macro_f1`` (F1 averaged over classes, 0-1, a class never predicted counting 0);
-    ``confusion`` (classes x classes counts, true classes as rows, predicted as columns); ``labels``.
+    both 0-1; ``macro_f1`` (F1 averaged over the classes among the true or predicted ones, 0-1, a class
+    never predicted counting 0); ``accuracy_ci95`` and ``macro_f1_ci95`` (their 95% bootstrap intervals
+    over ``rounds`` resamples of the test rows, (low, high)); ``confusion`` (classes x classes counts, true
+    classes as rows, predicted as columns); ``labels``.
     """
-    from sklearn.metrics import confusion_matrix, f1_score
+    from sklearn.metrics import confusion_matrix
 
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)
     classes = probs.shape[1]
     pred = probs.argmax(axis=1)
+    counted = _f1_terms(y_true, probs)[1] > 0   # the classes macro-F1 averages (true or predicted here)
     top3 = np.argsort(-probs, axis=1)[:, : min(3, classes)]
     return {
         "n": int(len(y_true)),
-        "accuracy": float(np.mean(pred == y_true)),
+        "accuracy": _accuracy(y_true, probs),
+        "accuracy_ci95": bootstrap_interval(_accuracy, y_true, probs, rounds),
         "top3_accuracy": float(np.mean([t in row for t, row in zip(y_true, top3)])),
-        "macro_f1": float(f1_score(y_true, pred, labels=list(range(classes)), average="macro", zero_division=0)),
+        "macro_f1": _macro_f1(y_true, probs),
+        # every resample averages the same classes as the whole split, so small classes that a resample
+        # happens to miss still count (0), and the interval is not biased upward
+        "macro_f1_ci95": bootstrap_interval(lambda t, p: _macro_f1(t, p, counted), y_true, probs, rounds),
         "confusion": confusion_matrix(y_true, pred, labels=list(range(classes))).tolist(),
         "labels": labels or [str(i) for i in range(classes)],
     }
@@ -154,7 +191,7 @@ def evaluate(task: str, y_true: np.ndarray, prediction: np.ndarray, labels: list
         return binary_metrics(y_true, prediction.reshape(-1), rounds=rounds)
     if task == "regression":
         return regression_metrics(y_true, prediction.reshape(-1), rounds=rounds)
-    return multiclass_metrics(y_true, prediction, labels)
+    return multiclass_metrics(y_true, prediction, labels, rounds=rounds)
 
 
 def baseline_prediction(task: str, train_labels: np.ndarray, n: int, n_classes: int = 2) -> np.ndarray:
@@ -181,11 +218,14 @@ HEADLINES = {
 def comparison_rows(task: str, model: dict[str, Any], baseline: dict[str, Any]) -> list[list[str]]:
     """Rows of the printed table, one per headline metric of ``task`` (:data:`HEADLINES`): metric name,
     the model's value (with its 95% interval where there is one) and the dummy's, as text."""
-    rows = []
-    for key, label, _ in HEADLINES[task]:
-        value = f"{model[key]:.3f}"
-        interval = model.get(f"{key}_ci95")
-        if interval and all(np.isfinite(interval)):
-            value += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
-        rows.append([label, value, f"{baseline[key]:.3f}"])
-    return rows
+    return [[label, metric_text(model, key), f"{baseline[key]:.3f}"] for key, label, _ in HEADLINES[task]]
+
+
+def metric_text(metrics: dict[str, Any], key: str) -> str:
+    """``metrics[key]`` as text with three decimals, followed by its 95% interval ``metrics[key + "_ci95"]``
+    as ``[low, high]`` where there is a finite one: ``"0.612 [0.480, 0.735]"``."""
+    value = f"{metrics[key]:.3f}"
+    interval = metrics.get(f"{key}_ci95")
+    if interval and all(np.isfinite(interval)):
+        value += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return value

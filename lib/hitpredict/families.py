@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-#: The model families: ``dummy``, ``logreg`` and ``mlp`` read the summary vector, the others
-#: (``cnn``, ``crnn``, ``inception``) the log-mel spectrogram (see ``models.input_names``).
-ModelFamily = Literal["dummy", "logreg", "mlp", "cnn", "crnn", "inception"]
+#: The model families: ``dummy``, ``logreg`` and ``mlp`` read the summary vector, ``cnn``, ``crnn`` and
+#: ``inception`` the log-mel spectrogram, ``embed`` the pretrained music embedding and the summary vector,
+#: ``fusion`` the spectrogram and the 50 tag probabilities (see ``models.input_names``).
+ModelFamily = Literal["dummy", "logreg", "mlp", "cnn", "crnn", "inception", "embed", "fusion"]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Iterator
 import pyarrow as pa
 
 from hitpredict.keras_compat import ensure_keras2
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.train.bundle import ModelBundle
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ def _prediction_task(bundle_dir: str, threads: int | None):
             if batch.num_rows == 0:
                 continue
             columns = batch.to_pydict()
-            out = bundle.predict(columns["mel"], columns["summary"])
+            vectors = {name: columns[name] for name in VECTOR_INPUTS if name in columns}
+            out = bundle.predict(columns["mel"], columns["summary"], vectors=vectors or None)
             yield pa.RecordBatch.from_pydict({
                 "track_id": columns["track_id"], "label": columns.get("label") or [None] * batch.num_rows,
                 "prediction": [row.tolist() for row in out],
@@ -47,5 +49,6 @@ def predict_examples(df: "DataFrame", bundle_dir: str, threads: int | None = Non
         from pyspark.sql import functions as F
 
         df = df.withColumn("label", F.lit(None).cast("double"))
-    return df.select("track_id", "mel", "summary", "label").mapInArrow(_prediction_task(bundle_dir, threads),
-                                                                     PREDICTIONS_DDL)
+    vectors = [name for name in VECTOR_INPUTS if name in df.columns]   # embedding, tags: when the rows have them
+    return df.select("track_id", "mel", "summary", *vectors, "label").mapInArrow(
+        _prediction_task(bundle_dir, threads), PREDICTIONS_DDL)

@@ -90,6 +90,11 @@ FEATURES = pa.schema([
     _f("summary", pa.list_(pa.float32())),              # compact vector for baselines
     _f("audio_params", pa.string()),                    # JSON of the AudioConfig used
     _f("extracted_at", TIMESTAMP, nullable=False),
+    # The pretrained embedding (config ``embedding``); null when off, or when the embedder failed on the clip
+    # (``error_detail`` says why; the row stays ok). Tables made before these columns gain them on ensure().
+    _f("embedding", pa.list_(pa.float32())),            # the layer's vector, mean over the clip's 3 s patches
+    _f("tags", pa.list_(pa.float32())),                 # the model's 50 tag probabilities, mean over the clip
+    _f("embedding_model", pa.string()),                 # e.g. "MTT_musicnn/penultimate"
 ])
 
 EXAMPLES = pa.schema([
@@ -103,6 +108,8 @@ EXAMPLES = pa.schema([
     _f("mel", pa.binary()),
     _f("mel_shape", pa.list_(pa.int32())),
     _f("summary", pa.list_(pa.float32())),
+    _f("embedding", pa.list_(pa.float32())),            # the features' pretrained embedding (null: none)
+    _f("tags", pa.list_(pa.float32())),                 # the features' tag probabilities (null: none)
     _f("dataset_id", pa.string(), nullable=False),      # one build_dataset run
     _f("created_at", TIMESTAMP, nullable=False),
 ])
@@ -118,6 +125,11 @@ DATASETS = pa.schema([
     _f("mel_std", pa.list_(pa.float32())),
     _f("summary_mean", pa.list_(pa.float32())),
     _f("summary_std", pa.list_(pa.float32())),
+    _f("embedding_mean", pa.list_(pa.float32())),       # per embedding dimension, training split only; null
+    _f("embedding_std", pa.list_(pa.float32())),        # unless every example has an embedding of one model
+    _f("tags_mean", pa.list_(pa.float32())),            # per tag, likewise
+    _f("tags_std", pa.list_(pa.float32())),
+    _f("embedding_model", pa.string()),                 # the one pretrained model (and layer) of those vectors
     _f("mel_shape", pa.list_(pa.int32())),
     _f("config", pa.string()),                          # JSON of the dataset and audio config
     _f("created_at", TIMESTAMP, nullable=False),

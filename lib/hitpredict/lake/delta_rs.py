@@ -116,6 +116,24 @@ class DeltaRsLake(Lake):
             except Exception:  # noqa: BLE001 - a concurrent writer created it first: that is all we wanted
                 if not self.exists(table):
                     raise
+        self._add_missing_columns(table)
+
+    def _add_missing_columns(self, table: str) -> None:
+        """Schema evolution: add the declared nullable columns an older table lacks (for example the
+        ``features`` table's embedding columns), in one metadata commit. delta-rs would otherwise append
+        files carrying them without changing the table's schema, so Delta readers would not see them."""
+        from deltalake import DeltaTable, Field
+
+        current = DeltaTable(self.location(table))
+        have = {f.name for f in current.schema().fields}
+        missing = [f for f in arrow_schema(table) if f.name not in have]
+        if not missing:
+            return
+        required = [f.name for f in missing if not f.nullable]
+        if required:
+            raise ValueError(f"table {table!r} lacks NOT NULL column(s) {', '.join(required)}: rebuild it")
+        current.alter.add_columns([Field.from_arrow(f) for f in missing])
+        log.info("%s: added column(s) %s", table, ", ".join(f.name for f in missing))
 
     def read_columns(self, table: str, columns: Sequence[str]) -> pa.Table:
         """``columns`` of ``table`` as an Arrow table on the driver, with their declared types, read

@@ -2,7 +2,8 @@
 
 Every builder takes the same :class:`ModelSpec` and returns an uncompiled Keras 2 model
 (``tf_keras``, see :mod:`hitpredict.keras_compat`) whose inputs are named ``mel``
-(n_mels x frames x 1, normalised) and/or ``summary`` (the summary vector).
+(n_mels x frames x 1, normalised), ``summary`` (the summary vector), ``embedding`` (a pretrained music
+embedding) and/or ``tags`` (tag probabilities), as :func:`input_names` says.
 """
 from __future__ import annotations
 
@@ -11,19 +12,31 @@ from typing import Any, Callable, get_args
 
 from hitpredict.families import ModelFamily
 from hitpredict.keras_compat import keras
-from hitpredict.models import baselines, cnn, crnn, inception, windows
+from hitpredict.models import baselines, cnn, crnn, embed, fusion, inception, windows
 from hitpredict.models.heads import ModelSpec
 
 FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 
 
-#: Families that read the summary vector; every other family reads the spectrogram.
+#: Families that read the summary vector only; ``embed`` reads the embedding and the summary vector,
+#: ``fusion`` the spectrogram and/or the tags (``spec.fusion_branches``), every other family the spectrogram.
 SUMMARY_FAMILIES = ("dummy", "logreg", "mlp")
+#: The inputs that are per-clip vectors from ``extract_features``'s pretrained model (``features`` columns
+#: of the same names), beside ``mel`` and ``summary``.
+VECTOR_INPUTS = ("embedding", "tags")
 
 
-def input_names(family: str) -> tuple[str, ...]:
-    """The named inputs a ``family`` model reads."""
-    return ("summary",) if family in SUMMARY_FAMILIES else ("mel",)
+def input_names(family: str, spec: ModelSpec | None = None) -> tuple[str, ...]:
+    """The named inputs a ``family`` model reads: ``mel``, ``summary``, ``embedding`` and/or ``tags``. For
+    ``fusion`` they follow ``spec.fusion_branches`` (both branches when ``spec`` is None)."""
+    if family in SUMMARY_FAMILIES:
+        return ("summary",)
+    if family == "embed":
+        return ("embedding", "summary")
+    if family == "fusion":
+        branches = spec.fusion_branches if spec is not None else ("mel", "tags")
+        return tuple(name for name in ("mel", "tags") if name in branches)
+    return ("mel",)
 
 
 @dataclass(frozen=True)
@@ -74,13 +87,14 @@ def split_model(model: Any, layer_name: str) -> tuple[Any, Any]:
 BUILDERS: dict[str, Callable[[ModelSpec], Any]] = {
     "dummy": baselines.build_dummy, "logreg": baselines.build_logreg, "mlp": baselines.build_mlp,
     "cnn": cnn.build_cnn, "crnn": crnn.build_crnn, "inception": inception.build_inception,
+    "embed": embed.build_embed, "fusion": fusion.build_fusion,
 }
 
 
 def windowed(family: str, spec: ModelSpec) -> bool:
     """Whether a ``family`` model for ``spec`` predicts a clip from windows (:mod:`hitpredict.models.windows`):
     it reads the spectrogram and ``spec`` gives a window length."""
-    return spec.window_frames is not None and "mel" in input_names(family)
+    return spec.window_frames is not None and "mel" in input_names(family, spec)
 
 
 def build_model(family: str, spec: ModelSpec) -> Any:
@@ -95,5 +109,5 @@ def build_model(family: str, spec: ModelSpec) -> Any:
     return windows.windowed_model(model, spec) if windowed(family, spec) else model
 
 
-__all__ = ["FAMILIES", "ModelFamily", "input_names", "ModelSpec", "build_model", "windowed", "TIME_LOCAL_TRUNKS",
-           "split_model"]
+__all__ = ["FAMILIES", "ModelFamily", "input_names", "VECTOR_INPUTS", "ModelSpec", "build_model", "windowed",
+           "TIME_LOCAL_TRUNKS", "split_model"]

@@ -22,6 +22,9 @@ class ModelSpec:
     window_frames, window_hop : a spectrogram model trained on crops of ``window_frames`` frames predicts a
         longer clip from windows of that length, ``window_hop`` frames apart (see
         :mod:`hitpredict.models.windows`); None: the whole input at once.
+    embedding_size : length of the pretrained music embedding (the ``embed`` family's input; 0: none).
+    tags_size : how many tag probabilities the ``fusion`` family's tag branch reads (0: none).
+    fusion_branches : the branches a ``fusion`` model has, among ``mel`` and ``tags`` (at least one).
     """
 
     task: Task
@@ -32,8 +35,14 @@ class ModelSpec:
     seed: int = 13
     window_frames: int | None = None
     window_hop: int | None = None
+    embedding_size: int = 0
+    tags_size: int = 0
+    fusion_branches: tuple[str, ...] = ("mel", "tags")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "fusion_branches", tuple(self.fusion_branches))   # a list when read from JSON
+        if not self.fusion_branches or set(self.fusion_branches) - {"mel", "tags"}:
+            raise ValueError(f"fusion_branches must be one or both of mel, tags, got {list(self.fusion_branches)}")
         if self.task == "multiclass" and self.n_classes < 2:
             raise ValueError(f"a multiclass head needs at least 2 classes, got {self.n_classes}")
         if (self.window_frames is None) != (self.window_hop is None) or (
@@ -51,6 +60,17 @@ def mel_input() -> Any:
 def summary_input(spec: ModelSpec) -> Any:
     """The ``summary`` input: the normalised summary vector, shape (batch, ``spec.summary_size``)."""
     return keras().Input(shape=(spec.summary_size,), name="summary")
+
+
+def embedding_input(spec: ModelSpec) -> Any:
+    """The ``embedding`` input: the clip's pretrained music embedding, normalised, shape
+    (batch, ``spec.embedding_size``)."""
+    return keras().Input(shape=(spec.embedding_size,), name="embedding")
+
+
+def tags_input(spec: ModelSpec) -> Any:
+    """The ``tags`` input: the clip's tag probabilities, normalised, shape (batch, ``spec.tags_size``)."""
+    return keras().Input(shape=(spec.tags_size,), name="tags")
 
 
 def head(spec: ModelSpec, features: Any) -> Any:

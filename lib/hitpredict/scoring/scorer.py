@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -71,11 +71,13 @@ def explains(bundle: ModelBundle, settings: ScoreSettings) -> bool:
 
 def score_rows(bundle: ModelBundle, model_name: str, model_version: str, track_ids: Sequence[str],
                mel: Sequence[bytes], summary: Sequence[Sequence[float] | None], settings: ScoreSettings,
-               scored_at: dt.datetime | None = None) -> list[dict[str, Any]]:
+               scored_at: dt.datetime | None = None,
+               vectors: Mapping[str, Sequence[Sequence[float] | None]] | None = None) -> list[dict[str, Any]]:
     """One ``scores`` row per track for one model (model outputs batched, see ``predict_occluded``).
 
     ``mel``: float16 bytes of each track's log-mel (``bundle.mel_shape``); ``summary``: its summary
-    vector (or ``None`` for models that do not read it). The model's target
+    vector (or ``None`` for models that do not read it); ``vectors``: each track's ``embedding`` and
+    ``tags`` (the ``features`` columns) for models that read them. The model's target
     (:data:`~hitpredict.targets.TARGETS`) says which column it fills: a probability or a number with its
     ``percentile`` (0-100) and, when explained, ``segment_importance`` (score minus the score with that
     segment occluded, one float per segment); the top ``top_k_artists`` classes with their
@@ -85,7 +87,7 @@ def score_rows(bundle: ModelBundle, model_name: str, model_version: str, track_i
     target = TARGETS.get(bundle.target)
     segments = segment_bounds(AudioParams.from_dict(bundle.audio), settings.segment_seconds) \
         if explains(bundle, settings) else []
-    outputs = bundle.predict_occluded(mel, summary, segments)
+    outputs = bundle.predict_occluded(mel, summary, segments, vectors=vectors)
     base = outputs[:, 0, :]
     class_names = bundle.label_names or []   # a multiclass bundle carries its class names
     rows = []

@@ -13,12 +13,22 @@ import pandas as pd
 
 from hitpredict.audio_params import AudioParams
 from hitpredict.clip_features import features_row
+from hitpredict.embeddings import Embedder
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.scoring.registry import ResolvedModel
 from hitpredict.scoring.scorer import ScoreError, ScoreSettings, score_rows
 from hitpredict.scoring.view import merge_models
 from hitpredict.train.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
+
+
+def _embedder(name: str, path: Path) -> Embedder:
+    """The shared embedder ``name``; ``ScoreError`` naming the file when it cannot be built here."""
+    try:
+        return Embedder.named(name)
+    except (ImportError, RuntimeError, ValueError) as exc:
+        raise ScoreError(f"{path}: cannot embed with {name}: {type(exc).__name__}: {exc}") from None
 
 
 def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSettings,
@@ -36,15 +46,21 @@ def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSet
     bundles = [model.bundle or ModelBundle.load(model.bundle_dir) for model in models]
     # the summary vector costs as much as the spectrogram: make it only for models that read it
     with_summary = any("summary" in bundle.inputs for bundle in bundles)
-    features = {}
+    features: dict[tuple[AudioParams, str | None], dict] = {}
     rows = []
     for model, bundle in zip(models, bundles):
         params = AudioParams.from_dict(model.audio)
-        if params not in features:
+        embedding = bundle.embedder_name()
+        if (params, embedding) not in features:
             with threadpool_limits(1):   # as extract_features: the same bytes give the same bits
-                features[params] = features_row(path.name, None, audio, params, min_seconds, with_summary)
-        row = features[params]
+                features[params, embedding] = features_row(
+                    path.name, None, audio, params, min_seconds, with_summary,
+                    embedder=_embedder(embedding, path) if embedding else None)
+        row = features[params, embedding]
         if row["status"] != "ok":
             raise ScoreError(f"{path}: cannot score: {row['error_kind']}: {row['error_detail']}")
-        rows += score_rows(bundle, model.name, model.version, [path.name], [row["mel"]], [row["summary"]], settings)
+        if embedding and row["embedding"] is None:
+            raise ScoreError(f"{path}: cannot score with {model.label}: {row['error_detail']}")
+        rows += score_rows(bundle, model.name, model.version, [path.name], [row["mel"]], [row["summary"]], settings,
+                           vectors={name: [row[name]] for name in VECTOR_INPUTS})
     return merge_models(pd.DataFrame(rows))

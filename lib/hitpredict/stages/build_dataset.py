@@ -1,9 +1,12 @@
-"""build_dataset: catalogue + features -> ``examples`` (split, label, spectrogram) + ``datasets``.
+"""build_dataset: catalogue + features -> ``examples`` (split, label, spectrogram, embedding) + ``datasets``.
 
 Splits and labels are computed on the driver from keys only (track, artist, audio hash,
-popularity), by :func:`hitpredict.dataset.label_examples`; spectrograms are joined on the
-executors. Normalisation statistics come from the training split alone. A build with the
-same config over the same inputs is found in ``datasets`` and not repeated.
+popularity), by :func:`hitpredict.dataset.label_examples`; spectrograms, summary vectors and the
+pretrained model's embeddings and tag probabilities are joined on the executors. Normalisation
+statistics come from the training split alone; those of the embedding and the tags only when every
+example has them, from one embedding model (else the report says why the ``embed`` and ``fusion``
+families cannot train on the dataset). A build with the same config over the same inputs is found in
+``datasets`` and not repeated.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,24 +29,71 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+#: The pretrained model's per-clip vectors an example copies from its features (``features`` columns).
+VECTORS = ("embedding", "tags")
+#: Who reads each vector, for the report line that says a dataset lacks it.
+USERS = {"embedding": "the embed family", "tags": "the fusion family's tags branch"}
 _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
-                "rows long, summary_total binary, summary_squares binary")
+                "rows long, summary_total binary, summary_squares binary, "
+                + ", ".join(f"{v}_rows long, {v}_total binary, {v}_squares binary, {v}_sizes string" for v in VECTORS))
 
 
 def _moments_task(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: per-band mel and per-dimension summary moments of one partition."""
+    """Executor side: per-band mel and per-dimension summary, embedding and tag moments of one partition
+    (the vector moments over the rows that have one, and the distinct vector lengths seen, as JSON)."""
     mel, summary = RunningMoments(), RunningMoments()
+    vectors = {v: RunningMoments() for v in VECTORS}
+    sizes: dict[str, set[int]] = {v: set() for v in VECTORS}
     for batch in batches:
         for data, shape, vector in zip(*(batch.column(c).to_pylist() for c in ("mel", "mel_shape", "summary"))):
             frames = np.frombuffer(data, dtype=np.float16).reshape(shape).astype(np.float32)
             mel.add(frames.T)  # each frame is one observation of every band
             summary.add(np.asarray(vector, dtype=np.float32)[None, :])
+        for v in VECTORS:
+            for values in batch.column(v).to_pylist():
+                if values is None:
+                    continue
+                sizes[v].add(len(values))
+                if len(sizes[v]) == 1:   # mixed lengths: no statistics (the driver refuses them by name)
+                    vectors[v].add(np.asarray(values, dtype=np.float32)[None, :])
     if mel.count:
-        yield pa.RecordBatch.from_pylist([{
-            "frames": mel.count, "mel_total": mel.total.tobytes(), "mel_squares": mel.squares.tobytes(),
-            "rows": summary.count, "summary_total": summary.total.tobytes(),
-            "summary_squares": summary.squares.tobytes(),
-        }])
+        row = {"frames": mel.count, "mel_total": mel.total.tobytes(), "mel_squares": mel.squares.tobytes(),
+               "rows": summary.count, "summary_total": summary.total.tobytes(),
+               "summary_squares": summary.squares.tobytes()}
+        for v in VECTORS:
+            row.update({f"{v}_rows": vectors[v].count, f"{v}_total": vectors[v].total.tobytes(),
+                        f"{v}_squares": vectors[v].squares.tobytes(), f"{v}_sizes": json.dumps(sorted(sizes[v]))})
+        yield pa.RecordBatch.from_pylist([row])
+
+
+def vector_statistics(name: str, parts: list[dict], train_rows: int, models: dict[str | None, int]
+                      ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(mean, std, problem) of the ``name`` vectors (``embedding`` or ``tags``) of a dataset's training split
+    from the executors' moment ``parts``: the statistics when every one of ``train_rows`` has one of one
+    length and every example's features come from one embedding model (``models``: model name or None ->
+    examples), else (None, None, a one-line reason; None when no example has any vector)."""
+    sizes = sorted({size for part in parts for size in json.loads(part[f"{name}_sizes"])})
+    total = sum(models.values())
+    without = models.get(None, 0)
+    named = sorted(m for m in models if m is not None)
+    if without == total and not sizes:
+        return None, None, None
+    if without:
+        return None, None, f"{name}: missing for {without} of {total} examples (their features have no embedding)"
+    if len(named) > 1:
+        return None, None, f"{name}: the examples mix embedding models ({', '.join(named)})"
+    if len(sizes) > 1:
+        return None, None, f"{name}: the training examples' vectors have mixed lengths {sizes}"
+    moments = RunningMoments()
+    for part in parts:
+        if part[f"{name}_rows"]:
+            moments = moments.merge(RunningMoments(part[f"{name}_rows"], np.frombuffer(part[f"{name}_total"]),
+                                                   np.frombuffer(part[f"{name}_squares"])))
+    if moments.count != train_rows:
+        return None, None, (f"{name}: missing for {train_rows - moments.count} of {train_rows} training examples "
+                            f"(their features have none)")
+    mean, std = moments.mean_std()
+    return mean, std, None
 
 
 def popularity_sources_line(counts: dict[str, int]) -> str:
@@ -57,7 +107,8 @@ def popularity_sources_line(counts: dict[str, int]) -> str:
 def plan(config: Config, lake: Lake) -> tuple[pd.DataFrame, dict]:
     """Keys, splits and labels of every usable track (driver side, no spectrograms): the keys of
     tracks with ok features, read from the lake, labelled by :func:`~hitpredict.dataset.label_examples`."""
-    features = lake.read_columns("features", ["track_id", "status", "audio_sha256", "mel_shape"]).to_pandas()
+    features = lake.read_columns("features", ["track_id", "status", "audio_sha256", "mel_shape",
+                                              "embedding_model"]).to_pandas()
     features = features[features["status"] == "ok"].drop(columns="status")
     shape = check_shapes(features["mel_shape"].tolist())
     catalogue = lake.read_columns("catalogue", ["track_id", "primary_artist", "popularity", "popularity_source",
@@ -72,11 +123,16 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
 
     started = time.monotonic()
     report = StageReport("build_dataset")
-    for table in ("examples", "datasets"):
+    for table in ("features", "examples", "datasets"):   # features: a table from before embeddings gains their columns
         lake.ensure(table)
     rows, meta = plan(config, lake)
     report.rows_in = len(rows)
-    settings = {"dataset": config.dataset.model_dump(mode="json"), "audio": config.audio.model_dump(mode="json")}
+    settings: dict[str, Any] = {"dataset": config.dataset.model_dump(mode="json"),
+                                "audio": config.audio.model_dump(mode="json")}
+    models = {(m if isinstance(m, str) else None): int(n)
+              for m, n in rows["embedding_model"].value_counts(dropna=False).items()}
+    if any(m is not None for m in models):   # features with embeddings make another dataset than without
+        settings["embedding_models"] = sorted(m for m in models if m is not None)
     ds_id = dataset_id({**settings, "inputs": list(zip(rows["track_id"], rows["audio_sha256"], rows["split"]))})
     known = set(lake.read_columns("datasets", ["dataset_id"]).column("dataset_id").to_pylist())
     counts = {s: rows[rows["split"] == s]["label_name" if meta["label_names"] else "split"].value_counts().to_dict()
@@ -96,7 +152,7 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
         "track_id string, primary_artist string, split string, label double, label_name string",
     )
     features = lake.read("features").where("status = 'ok'").select("track_id", "audio_sha256", "mel", "mel_shape",
-                                                                  "summary")
+                                                                  "summary", *VECTORS)
     examples = (features.join(F.broadcast(keys), "track_id")
                 .withColumn("target", F.lit(meta["target"])).withColumn("dataset_id", F.lit(ds_id))
                 .withColumn("created_at", F.lit(now)))
@@ -104,18 +160,29 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
 
     train = lake.read("examples").where((F.col("dataset_id") == ds_id) & (F.col("split") == "train"))
     mel, summary = RunningMoments(), RunningMoments()
-    for part in train.select("mel", "mel_shape", "summary").mapInArrow(_moments_task, _MOMENTS_DDL).collect():
+    parts = train.select("mel", "mel_shape", "summary", *VECTORS).mapInArrow(_moments_task, _MOMENTS_DDL).collect()
+    for part in parts:
         mel = mel.merge(RunningMoments(part["frames"], np.frombuffer(part["mel_total"]),
                                        np.frombuffer(part["mel_squares"])))
         summary = summary.merge(RunningMoments(part["rows"], np.frombuffer(part["summary_total"]),
                                                np.frombuffer(part["summary_squares"])))
     mel_mean, mel_std = mel.mean_std()
     summary_mean, summary_std = summary.mean_std()
+    train_rows = int((rows["split"] == "train").sum())
+    stats = {}
+    for name in VECTORS:
+        mean, std, problem = vector_statistics(name, [p.asDict() for p in parts], train_rows, models)
+        stats[f"{name}_mean"] = None if mean is None else mean.tolist()
+        stats[f"{name}_std"] = None if std is None else std.tolist()
+        if problem:
+            report.details.append(f"{problem}: {USERS[name]} cannot train on this dataset")
+    embedding_model = next(iter(models)) if len(models) == 1 and stats["embedding_mean"] is not None else None
     record = pd.DataFrame([{
         "dataset_id": ds_id, "target": meta["target"], "threshold": meta["threshold"],
         "label_names": meta["label_names"], "split_counts": json.dumps(counts, sort_keys=True),
         "mel_mean": mel_mean.tolist(), "mel_std": mel_std.tolist(), "summary_mean": summary_mean.tolist(),
-        "summary_std": summary_std.tolist(), "mel_shape": meta["mel_shape"], "config": json.dumps(settings),
+        "summary_std": summary_std.tolist(), **stats, "embedding_model": embedding_model,
+        "mel_shape": meta["mel_shape"], "config": json.dumps(settings),
         "created_at": now,
     }])
     lake.append("datasets", lake.frame("datasets", record), {"hitpredict.stage": "build_dataset"})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hitpredict.config import Config, ModelRef
+from hitpredict.families import ModelFamily
 from hitpredict.lake import TableInfo, open_lake
 from hitpredict.preview_server import PreviewServer
 from hitpredict.scoring.report import Report, write_report
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+
+#: The demo's stand-ins for the families that read the pretrained embedding, when embeddings are off.
+WITHOUT_EMBEDDINGS: dict[str, ModelFamily] = {"embed": "mlp", "fusion": "inception"}
 
 
 @dataclass
@@ -89,6 +93,10 @@ def run_demo(config: Config, spark: "SparkSession", train: bool = True) -> DemoR
     else:
         refs = []
         for target, family in config.demo.models.items():
+            if family in WITHOUT_EMBEDDINGS and not config.embedding.active:
+                log.warning("embeddings are off (embedding.enabled, or musicnn not installed): the demo trains %s "
+                            "for %s instead of %s", WITHOUT_EMBEDDINGS[family], target, family)
+                family = WITHOUT_EMBEDDINGS[family]
             settings = config.model_copy(update={"dataset": config.dataset.model_copy(update={"target": target})})
             report.stages.append(build_dataset.run(settings, spark, lake))
             result = train_model.run(settings, spark, lake, family=family)

@@ -26,6 +26,7 @@ from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
 from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
+from hitpredict.models import VECTOR_INPUTS, input_names
 from hitpredict.progress import spark_progress
 from hitpredict.schemas import SCORES
 from hitpredict.scoring.registry import ResolvedModel, resolve_model
@@ -76,6 +77,25 @@ def check_audio(models: list[ResolvedModel], features_params: Counter) -> None:
                     f"{model.label} was trained on other audio parameters than the features of {count} track(s) "
                     f"to score: {diff}; extract features with the model's parameters (hitpredict score-folder "
                     f"does) or choose a model trained on these features")
+
+
+def check_embedding(lake: Lake, models: list[ResolvedModel], todo: dict[str, list[int]]) -> None:
+    """Refuse a model that reads the pretrained ``embedding`` or ``tags`` when a track it would score has
+    none, or one from another embedding model (``features.embedding_model``): its scores would be wrong
+    without a sign. One line, with the counts."""
+    readers = [(i, m) for i, m in enumerate(models) if set(reads(m)) & set(VECTOR_INPUTS)]
+    if not readers:
+        return
+    features = lake.read_columns("features", ["track_id", "embedding_model"])
+    have = dict(zip(features.column("track_id").to_pylist(), features.column("embedding_model").to_pylist()))
+    for index, model in readers:
+        wanted = model.bundle.embedding_model if model.bundle is not None else None
+        found = Counter(have.get(t) for t, which in todo.items() if index in which and have.get(t) != wanted)
+        if found:
+            listed = ", ".join(f"{count} with {name or 'none'}" for name, count in found.most_common())
+            raise ScoreError(f"{model.label} reads the {wanted or 'unknown'} embedding, but tracks to score have "
+                             f"another: {listed}; extract their features with that embedding (embedding.model, "
+                             f"layer, max_patches) or choose a model trained on these features")
 
 
 def pending_tracks(lake: Lake, models: list[ResolvedModel], only: set[str] | None = None
@@ -174,13 +194,21 @@ class ScoreTask:
                 continue
             bundles = bundles or self._load()
             ids, mel, summary, wanted = (batch.column(n).to_pylist() for n in ("track_id", "mel", "summary", "models"))
+            vectors = {n: batch.column(n).to_pylist() for n in VECTOR_INPUTS if n in batch.schema.names}
             now = dt.datetime.now(dt.timezone.utc)
             for k, ((name, version, _), bundle) in enumerate(zip(self.models, bundles)):
                 rows = [i for i, w in enumerate(wanted) if k in w]
                 if rows:
                     out = score_rows(bundle, name, version, [ids[i] for i in rows], [mel[i] for i in rows],
-                                     [summary[i] for i in rows], self.settings, now)
+                                     [summary[i] for i in rows], self.settings, now,
+                                     vectors={n: [v[i] for i in rows] for n, v in vectors.items()})
                     yield pa.RecordBatch.from_pylist(out, schema=SCORES)
+
+
+def reads(model: ResolvedModel) -> tuple[str, ...]:
+    """The inputs ``model`` reads (``mel``, ``summary``, ``embedding``, ``tags``): its bundle's, or its
+    family's when the bundle is not loaded here."""
+    return tuple(model.bundle.inputs) if model.bundle is not None else input_names(model.family)
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake, models: list[ResolvedModel] | None = None,
@@ -194,14 +222,18 @@ def run(config: Config, spark: "SparkSession", lake: Lake, models: list[Resolved
     result = ScoreResult(report=report)
     models = result.models = models if models is not None else resolve_models(config)
     lake.ensure("scores")
+    lake.ensure("features")   # an older features table gains the embedding columns (null)
     todo, params = pending_tracks(lake, models, only)
     check_audio(models, params)
+    check_embedding(lake, models, todo)
     result.track_ids = sorted(todo) if only is None else sorted(only)
     report.rows_in = len(todo)
     names = ", ".join(m.label for m in models)
     if todo:
         wanted = spark.createDataFrame(list(todo.items()), "track_id string, models array<int>")
         wanted = F.broadcast(wanted) if len(todo) <= 1_000_000 else wanted
+        # the per-clip vectors (embedding, tags) of the features table, for the models that read them
+        read_vectors = [n for n in VECTOR_INPUTS if any(n in reads(m) for m in models)]
         task = ScoreTask([(m.name, m.version, ship_folder(spark, m.bundle_dir)) for m in models],
                          ScoreSettings.from_config(config), task_threads(spark))
         batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -209,7 +241,8 @@ def run(config: Config, spark: "SparkSession", lake: Lake, models: list[Resolved
         spark.conf.set(batch_key, str(ROWS_PER_ARROW_BATCH))
         try:
             with spark_progress(spark, "score_catalogue", config.progress.interval_s, bar=config.progress.bar):
-                append_by_groups(lake, "features", ["track_id", "mel", "summary"], wanted, "inner", "scores", task,
+                append_by_groups(lake, "features", ["track_id", "mel", "summary", *read_vectors], wanted, "inner",
+                                 "scores", task,
                                  SCORES, config.score.commit_every,
                                  {"hitpredict.stage": "score_catalogue", "hitpredict.models": names})
         finally:

@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 
 from hitpredict.config import Config
 from hitpredict.dataset import DatasetError, check_classes, check_shapes
-from hitpredict.evaluation import HEADLINES, baseline_prediction, comparison_rows, evaluate
+from hitpredict.evaluation import HEADLINES, baseline_prediction, comparison_rows, evaluate, metric_text
 from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
-from hitpredict.models import ModelSpec, build_model, input_names
+from hitpredict.models import VECTOR_INPUTS, ModelSpec, build_model, input_names
 from hitpredict.predict import predict_examples
 from hitpredict.progress import progress_settings
 from hitpredict.spark import to_pandas
@@ -130,6 +130,18 @@ def check_examples(lake: Lake, record: dict[str, Any], num_proc: int) -> pd.Data
     return keys[["split", "label"]]
 
 
+def check_vectors(record: dict[str, Any], family: str, inputs: tuple[str, ...], norm: Normalisation) -> None:
+    """Refuse a ``family`` that reads the pretrained model's ``embedding`` or ``tags`` (in ``inputs``) on a dataset
+    whose ``datasets`` ``record`` has no statistics for it: build_dataset records them only when every example
+    has that vector, from one embedding model. ``DatasetError`` names the dataset and the column."""
+    for name in VECTOR_INPUTS:
+        if name in inputs and not norm.vector_stats(name)[0]:
+            raise DatasetError(f"dataset {record['dataset_id']}: the {family} family reads the examples' {name} "
+                               f"column, but not every example has one from one embedding model (see the "
+                               f"build_dataset report). extract_features never recomputes a track it has features for: with embeddings "
+                               f"on, extract into a new lake (lake.root) or drop the features table, then build_dataset")
+
+
 # --------------------------------------------------------------------------- plan
 
 
@@ -146,14 +158,19 @@ def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_pr
     a = cfg.augment
     # A spectrogram model trained on crops predicts a whole clip from windows of the crop's length, half a
     # window apart (hitpredict.models.windows): the same in validation, evaluation and scoring.
-    window = a.crop_frames if a.crop_frames and a.crop_frames < frames and "mel" in input_names(family) else None
+    norm = Normalisation.from_record(record)
+    branches = tuple(cfg.fusion_branches)
+    inputs = input_names(family, ModelSpec(task, fusion_branches=branches))
+    check_vectors(record, family, inputs, norm)
+    window = a.crop_frames if a.crop_frames and a.crop_frames < frames and "mel" in inputs else None
     spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
                      n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed,
-                     window_frames=window, window_hop=max(1, window // 2) if window else None)
+                     window_frames=window, window_hop=max(1, window // 2) if window else None,
+                     embedding_size=len(norm.embedding_mean), tags_size=len(norm.tags_mean), fusion_branches=branches)
     return TrainPlan(
-        family=family, spec=spec, norm=Normalisation.from_record(record),
+        family=family, spec=spec, norm=norm,
         augment=Augmentation(a.crop_frames, a.gain_db, a.time_masks, a.time_mask_frames),
-        inputs=input_names(family), train_rows=int((keys["split"] == "train").sum()),
+        inputs=inputs, train_rows=int((keys["split"] == "train").sum()),
         validation_rows=int((keys["split"] == "validation").sum()), batch_size=cfg.batch_size, epochs=cfg.epochs,
         learning_rate=cfg.learning_rate, warmup_epochs=cfg.warmup_epochs, patience=cfg.patience, seed=cfg.seed,
         reader_workers=cfg.reader_workers, checkpoint_dir=checkpoint_dir, threads_per_process=threads,
@@ -189,11 +206,13 @@ def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: Train
     from pyspark.sql import functions as F
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(petastorm_cache))
-    row_bytes = 2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
+    vectors = [name for name in VECTOR_INPUTS if name in plan.inputs]   # the embedding / tags columns it reads
+    row_bytes = (2 * plan.spec.n_mels * plan.spec.frames + 4 * plan.spec.summary_size + 16
+                 + 4 * (plan.spec.embedding_size + plan.spec.tags_size))
     converters = []
     try:
         for split in ("train", "validation"):
-            df = examples.where(F.col("split") == split).select("mel", "summary", "label")
+            df = examples.where(F.col("split") == split).select("mel", "summary", *vectors, "label")
             converters.append(_converter(df, 2 * num_proc, row_bytes))
         return run_processes(train_process, {"plan": plan, "train_converter": converters[0],
                                              "validation_converter": converters[1]}, num_proc)
@@ -263,6 +282,7 @@ def make_bundle(training: Training, weights: list[np.ndarray]) -> ModelBundle:
         family=plan.family, spec=plan.spec, target=record["target"], audio=json.loads(record["config"])["audio"],
         norm=plan.norm, inputs=plan.inputs, dataset_id=training.dataset_id, threshold=record["threshold"],
         label_names=record["label_names"], model=model,
+        embedding_model=record.get("embedding_model") if set(plan.inputs) & {"embedding", "tags"} else None,
     )
 
 
@@ -329,7 +349,7 @@ def finish_report(result: TrainResult, training: Training, logged: LoggedModel, 
     report.ok = training.plan.train_rows
     report.seconds = seconds
     key, label, _ = HEADLINES[task][0]
-    report.notes = (f"{result.family} on {result.dataset_id}: test {label} {result.metrics[key]:.3f} "
+    report.notes = (f"{result.family} on {result.dataset_id}: test {label} {metric_text(result.metrics, key)} "
                     f"(dummy {result.baseline[key]:.3f}), {len(result.history.get('loss', []))} epochs, "
                     f"{result.samples_per_s:.1f} samples/s; MLflow run {logged.run_id}")
 
@@ -361,6 +381,9 @@ def write_evaluation(directory: Path, result: TrainResult, test: pd.DataFrame, t
         plots.calibration_plot(result.metrics["calibration"], float(np.mean(train_labels)),
                                directory / "calibration.png")
     elif result.task == "multiclass":
-        plots.confusion_plot(result.metrics["confusion"], result.metrics["labels"], directory / "confusion.png")
+        caption = "; ".join(f"{label} {metric_text(result.metrics, key)}" for key, label, _ in HEADLINES["multiclass"]
+                            if key in ("accuracy", "macro_f1"))
+        plots.confusion_plot(result.metrics["confusion"], result.metrics["labels"], directory / "confusion.png",
+                             caption)
     else:
         plots.regression_plot(test["label"].to_numpy(), predictions[:, 0], directory / "predictions.png")

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -55,6 +55,8 @@ class ModelBundle:
     label_names : the class names, in output order (multiclass targets).
     reference : quantiles of the training split's predictions (binary, regression), for percentiles.
     metrics : the headline test-split metrics.
+    embedding_model : the pretrained embedding its ``embedding`` / ``tags`` inputs came from
+        (``features.embedding_model``, e.g. ``MTT_musicnn/penultimate``); None for models that read neither.
     model : the Keras 2 model (not saved in ``bundle.json``).
     """
 
@@ -69,6 +71,7 @@ class ModelBundle:
     label_names: list[str] | None = None
     reference: list[float] = field(default_factory=list)   # quantiles of training-split predictions
     metrics: dict[str, Any] = field(default_factory=dict)
+    embedding_model: str | None = None
     model: Any = field(default=None, repr=False, compare=False)
     _parts: Any = field(default=None, repr=False, compare=False)   # (trunk, head) for local occlusion
     _graphs: dict = field(default_factory=dict, repr=False, compare=False)
@@ -106,6 +109,7 @@ class ModelBundle:
                 norm=Normalisation(**data["norm"]), inputs=tuple(data["inputs"]), dataset_id=data["dataset_id"],
                 threshold=data.get("threshold"), label_names=data.get("label_names"),
                 reference=data.get("reference") or [], metrics=data.get("metrics") or {},
+                embedding_model=data.get("embedding_model"),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"corrupt model description {meta_path}: {type(exc).__name__}: {exc}") from None
@@ -119,31 +123,47 @@ class ModelBundle:
             raise BundleError(f"corrupt model weights {weights_path}: {type(exc).__name__}: {exc}") from None
         return bundle
 
+    def embedder_name(self) -> str | None:
+        """The pretrained embedding (``features.embedding_model``, e.g. ``MTT_musicnn/penultimate``) this model
+        reads through its ``embedding`` or ``tags`` input, to embed new audio with; None when it reads
+        neither. ``BundleError`` for such a model whose bundle does not name it."""
+        reads = [name for name in ("embedding", "tags") if name in self.inputs]
+        if reads and not self.embedding_model:
+            raise BundleError(f"a {self.family} model reads {', '.join(reads)} but its bundle does not name the "
+                              "embedding model: retrain it")
+        return self.embedding_model if reads else None
+
     # ----------------------------------------------------------------- prediction
     @property
     def mel_shape(self) -> tuple[int, int]:
         """(n_mels, frames) of the spectrograms the model was trained on."""
         return self.spec.n_mels, self.spec.frames
 
-    def predict(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None]) -> np.ndarray:
+    def predict(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None],
+                vectors: Mapping[str, Sequence[Sequence[float] | None]] | None = None) -> np.ndarray:
         """Model outputs for stored feature columns: (n, 1) for binary/regression, (n, classes) for multiclass.
 
         ``mel``: n float16 log-mel dB spectrograms as stored (bytes, n_mels x frames, C order);
         ``summary``: n summary vectors (None where a track has none: zeros). Returns float32: a
         probability (0-1), a popularity, or class probabilities summing to 1.
         """
-        return self.predict_occluded(mel, summary, ())[:, 0, :]
+        return self.predict_occluded(mel, summary, (), vectors=vectors)[:, 0, :]
 
     def predict_occluded(self, mel: Sequence[bytes], summary: Sequence[Sequence[float] | None],
-                         segments: Sequence[tuple[int, int]], local: bool = True) -> np.ndarray:
+                         segments: Sequence[tuple[int, int]], local: bool = True,
+                         vectors: Mapping[str, Sequence[Sequence[float] | None]] | None = None) -> np.ndarray:
         """Outputs for each track as stored (variant 0) and with each of ``segments`` (frame ranges)
         of its normalised spectrogram set to the training mean (variants 1..S): (n, 1 + S, width).
 
         Every model call takes exactly ``PREDICT_BATCH`` rows (the last call padded), so a track's
-        numbers do not depend on which tracks share its batches. For families whose first layers
-        are local in time (``TIME_LOCAL_TRUNKS``, with ``local``), an occluded copy recomputes
-        those layers only around its segment and splices them into the stored track's; the rest
-        of the model then runs on the spliced features. Otherwise every copy takes a full pass.
+        numbers do not depend on which tracks share its batches. A windowed model
+        (:mod:`hitpredict.models.windows`) runs its inner model on every window of a track and, for an
+        occluded copy, only on the windows the segment touches, then aggregates each variant's windows.
+        Otherwise, for families whose first layers are local in time (``TIME_LOCAL_TRUNKS``, with
+        ``local``), an occluded copy recomputes those layers only around its segment and splices them
+        into the stored track's; the rest of the model then runs on the spliced features. Otherwise every
+        copy takes a full pass. ``vectors``: the per-clip ``embedding`` / ``tags`` of each track for
+        models that read them.
         """
         from hitpredict.train.inputs import model_inputs   # loads TensorFlow
 
@@ -155,19 +175,25 @@ class ModelBundle:
         trunk = TIME_LOCAL_TRUNKS.get(self.family) if local else None
         by_windows = windowed(self.family, self.spec)
         zeros = [0.0] * self.spec.summary_size
+        # the per-clip vectors this model reads ("embedding", "tags"), with their lengths
+        sizes = {name: size for name, size in (("embedding", self.spec.embedding_size), ("tags", self.spec.tags_size))
+                 if name in self.inputs}
         for first in range(0, n, PREDICT_BATCH):   # normalise PREDICT_BATCH tracks at a time
             tracks = slice(first, min(first + PREDICT_BATCH, n))
             mel_raw = np.array(list(mel[tracks]), dtype=object)
             summaries = np.array([list(s) if s is not None else zeros for s in summary[tracks]], dtype=np.float32)
+            batch_vectors = {name: _vector_rows(values[tracks], sizes[name], name)
+                             for name, values in (vectors or {}).items() if name in sizes}
             feed = {k: v.numpy() for k, v in model_inputs(mel_raw, summaries, self.inputs, self.spec.n_mels,
-                                                          self.spec.frames, self.norm).items()}
+                                                          self.spec.frames, self.norm,
+                                                          vectors=batch_vectors or None).items()}
             if by_windows:
                 out[tracks] = self._windows_occluded(feed, segments)
             elif not segments:
                 out[tracks, 0] = _in_batches(self._graph(self.model), feed)
             elif trunk is None:
                 out[tracks, 0] = _in_batches(self._graph(self.model), feed)
-                out[tracks, 1:] = self._occluded_full(feed["mel"], segments)
+                out[tracks, 1:] = self._occluded_full(feed, segments)
             else:
                 out[tracks] = self._occluded_local(feed["mel"], segments, trunk)
         return out
@@ -214,8 +240,10 @@ class ModelBundle:
             variants.extend(base for _ in segments)
         return np.stack([np.asarray(aggregate_windows(v, self.spec.task)) for v in variants], axis=1)
 
-    def _occluded_full(self, mel: np.ndarray, segments: Sequence[tuple[int, int]]) -> np.ndarray:
-        """(k, S, width): each occluded copy through the whole model, copies streamed in batches."""
+    def _occluded_full(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(k, S, width): each occluded copy through the whole model (its other inputs, e.g. ``tags``, as
+        the track's own), copies streamed in batches."""
+        mel = feed["mel"]
         k, count = len(mel), len(segments)
         flat = []
         for start in range(0, k * count, PREDICT_BATCH):
@@ -224,7 +252,8 @@ class ModelBundle:
             for row, s in enumerate(index % count):
                 begin, end = segments[s]
                 part[row, :, begin:end] = 0.0   # the training mean, after normalisation
-            flat.append(_in_batches(self._graph(self.model), {"mel": part}))
+            others = {name: value[index // count] for name, value in feed.items() if name != "mel"}
+            flat.append(_in_batches(self._graph(self.model), {"mel": part, **others}))
         return np.concatenate(flat).reshape(k, count, -1)
 
     def _occluded_local(self, mel: np.ndarray, segments: Sequence[tuple[int, int]], local: Any) -> np.ndarray:
@@ -278,6 +307,21 @@ class _GraphCall:
             self.function = tf.function(lambda x: self.model(x, training=False), input_signature=[signature],
                                         autograph=False)
         return self.function(inputs)
+
+
+def _vector_rows(values: Sequence[Sequence[float] | None], size: int, name: str) -> np.ndarray:
+    """One ``name`` vector per track as float32 (n, ``size``). ``BundleError`` for a track without one
+    (no made-up vector: the scoring job refuses such tracks before it starts) or of another length."""
+    out = np.zeros((len(values), size), np.float32)
+    for i, row in enumerate(values):
+        if row is None:
+            raise BundleError(f"a track without {name}: a model that reads {name} cannot score it (extract its features "
+                              f"with embeddings on)")
+        if len(row) != size:
+            raise BundleError(f"a {name} of {len(row)} values; the model reads {size} (features extracted with "
+                              f"another embedding model or layer)")
+        out[i] = row
+    return out
 
 
 def _in_batches(model: Any, inputs: Any) -> np.ndarray:

@@ -4,13 +4,16 @@ A stored spectrogram is float16 log-mel dB bytes (n_mels x frames, C order). It 
 decoded inside the TensorFlow graph (``tf.io.decode_raw``), optionally augmented
 (training only: gain, random time crop, time masks, all in dB before or after
 normalisation as noted), and normalised per mel band with the training split's
-statistics.
+statistics. The pretrained model's vectors (``embedding``, ``tags``: one per clip, float32) are
+standardised per dimension with the training split's statistics too (tag probabilities included, so
+that rare tags are not drowned out by common ones).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from hitpredict.keras_compat import ensure_keras2
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.train.plan import Augmentation, Normalisation
 
 # Once, at import: these functions run while tf.data traces them, where touching os.environ
@@ -70,10 +73,38 @@ def augment_mel(mel: Any, augment: Augmentation, seed: int) -> tuple[Any, Any]:
     return mel, mask
 
 
+def normalise_vector(values: Any, name: str, norm: Normalisation) -> Any:
+    """Per-dimension standardisation of the vector input ``name`` (``embedding`` or ``tags``), shape
+    (batch, size), with the training split's statistics; float32, same shape. ``ValueError`` when the
+    statistics are missing (a dataset without that column) or their length differs from ``size``."""
+    mean, std = norm.vector_stats(name)
+    size = values.shape[-1]
+    if not mean:
+        raise ValueError(f"the model reads {name!r} but its normalisation has no {name} statistics: the dataset "
+                         f"was built from features without {name} (re-extract with embeddings on, rebuild)")
+    if size is not None and int(size) != len(mean):
+        raise ValueError(f"{name!r} vectors have {int(size)} values, the model's statistics {len(mean)}: "
+                         "features extracted with another embedding model or layer")
+    mean_t = tf.constant(mean, tf.float32)[None, :]
+    std_t = tf.maximum(tf.constant(std, tf.float32), _MIN_STD)[None, :]
+    return (tf.cast(values, tf.float32) - mean_t) / std_t
+
+
 def model_inputs(mel_raw: Any, summary: Any, inputs: tuple[str, ...], n_mels: int, frames: int,
-                 norm: Normalisation, augment: Augmentation | None = None, seed: int = 0) -> dict[str, Any]:
-    """Stored columns of a batch -> the model's named inputs (``mel``: batch x n_mels x frames x 1)."""
+                 norm: Normalisation, augment: Augmentation | None = None, seed: int = 0,
+                 vectors: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Stored columns of a batch -> the model's named inputs, each normalised with the training split's
+    statistics: ``mel`` (batch, n_mels, frames, 1) from float16 bytes (augmented when ``augment``),
+    ``summary`` (batch, summary_size), and ``embedding`` / ``tags`` (batch, size) from ``vectors``
+    (input name -> float32 array or tensor (batch, size)) for the inputs in ``inputs`` that read them.
+    ``ValueError`` names an input in ``inputs`` that ``vectors`` lacks."""
     out: dict[str, Any] = {}
+    for name in VECTOR_INPUTS:
+        if name in inputs:
+            if vectors is None or vectors.get(name) is None:
+                raise ValueError(f"the model reads {name!r}, but no {name} vectors were given "
+                                 f"(model_inputs(vectors={{'{name}': ...}}))")
+            out[name] = normalise_vector(vectors[name], name, norm)
     if "mel" in inputs:
         mel = decode_mel(mel_raw, n_mels, frames)
         mask = None

@@ -49,9 +49,10 @@ def calibration_plot(bins: list[dict[str, float]], baseline_rate: float, path: P
     return save_figure(fig, path)
 
 
-def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path) -> Path:
+def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path, caption: str = "") -> Path:
     """Confusion matrix of the test split: ``confusion`` (classes, classes) of counts, true classes as rows,
-    predicted as columns, ``labels`` naming the classes in order. Returns ``path``."""
+    predicted as columns, ``labels`` naming the classes in order; ``caption`` (e.g. the accuracy and
+    macro-F1 with their intervals) is a second title line. Returns ``path``."""
     plt = pyplot()
     matrix = np.asarray(confusion)
     size = max(4.0, 0.4 * len(labels) + 2)
@@ -65,7 +66,10 @@ def confusion_plot(confusion: list[list[int]], labels: list[str], path: Path) ->
                     color="white" if n > matrix.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion on the test split")
+    if caption:
+        ax.set_title(f"Confusion on the test split\n{caption}", fontsize=9, **PLAIN_TEXT)
+    else:
+        ax.set_title("Confusion on the test split")
     return save_figure(fig, path)
 
 

@@ -26,7 +26,9 @@ from mlflow.pyfunc import PythonModel
 
 from hitpredict.audio_params import AudioParams
 from hitpredict.clip_features import features_row
+from hitpredict.embeddings import Embedder
 from hitpredict.keras_compat import ensure_keras2
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.targets import target_named
 from hitpredict.train.bundle import BundleError, ModelBundle
 
@@ -59,10 +61,12 @@ def _audio_bytes(value: Any, row: str) -> bytes:
     raise BundleError(f"{row}: the audio column holds {type(value).__name__}, not bytes or base64 text")
 
 
-def model_features(bundle: ModelBundle, model_input: pd.DataFrame) -> tuple[list[bytes], list[Any]]:
-    """The ``mel`` (float16 bytes) and ``summary`` inputs of ``bundle`` for each row of ``model_input``
-    (see the module docstring); ``BundleError`` (one line naming the row) for a row with no input, an
-    unreadable path, or audio that cannot be decoded."""
+def model_features(bundle: ModelBundle, model_input: pd.DataFrame) -> tuple[list[bytes], list[Any], dict[str, list]]:
+    """The ``mel`` (float16 bytes), ``summary`` and per-clip vector (``embedding``, ``tags``) inputs of
+    ``bundle`` for each row of ``model_input`` (see the module docstring): audio is embedded with the
+    bundle's own embedding model; a ``mel`` row brings its vectors in columns of the same names.
+    ``BundleError`` (one line naming the row) for a row with no input, an unreadable path, audio that
+    cannot be decoded or embedded, or a ``mel`` row without the vectors the model reads."""
     from threadpoolctl import threadpool_limits
 
     columns = [c for c in INPUT_COLUMNS if c in model_input.columns]
@@ -72,16 +76,25 @@ def model_features(bundle: ModelBundle, model_input: pd.DataFrame) -> tuple[list
     params = AudioParams.from_dict(bundle.audio)
     min_seconds = float(bundle.audio.get("min_seconds", DEFAULT_MIN_SECONDS))
     with_summary = "summary" in bundle.inputs
+    reads = [name for name in VECTOR_INPUTS if name in bundle.inputs]
+    embedding = bundle.embedder_name()
     mel: list[bytes] = []
     summary: list[Any] = []
+    vectors: dict[str, list] = {name: [] for name in VECTOR_INPUTS}
     for position, (_, row) in enumerate(model_input.iterrows()):
         where = f"row {position}"
         column = next((c for c in columns if not _empty(row[c])), None)
         if column is None:
             raise BundleError(f"{where}: empty; give one of {', '.join(INPUT_COLUMNS)}")
         if column == "mel":
+            missing = [name for name in reads if name not in model_input.columns or _empty(row[name])]
+            if missing:
+                raise BundleError(f"{where}: this {bundle.family} model also reads {', '.join(missing)}: give "
+                                  f"{'them' if len(missing) > 1 else 'it'} beside mel, or send the audio")
             mel.append(row["mel"])
             summary.append(row["summary"] if "summary" in model_input.columns else None)
+            for name in VECTOR_INPUTS:
+                vectors[name].append(list(row[name]) if name in reads else None)
             continue
         if column == "path":
             if os.environ.get(SERVING_VARIABLE, "").lower() == "true":
@@ -96,12 +109,26 @@ def model_features(bundle: ModelBundle, model_input: pd.DataFrame) -> tuple[list
         else:
             name, audio = f"row-{position}", _audio_bytes(row["audio"], where)
         with threadpool_limits(1):   # as extract_features and score FILE: the same bytes give the same bits
-            features = features_row(name, None, audio, params, min_seconds, with_summary)
+            features = features_row(name, None, audio, params, min_seconds, with_summary,
+                                    embedder=_embedder(embedding) if embedding else None)
         if features["status"] != "ok":
             raise BundleError(f"{where}: cannot score: {features['error_kind']}: {features['error_detail']}")
+        if embedding and features["embedding"] is None:
+            raise BundleError(f"{where}: cannot score: {features['error_detail']}")
         mel.append(features["mel"])
         summary.append(features["summary"])
-    return mel, summary
+        for name in VECTOR_INPUTS:
+            vectors[name].append(features[name])
+    return mel, summary, vectors
+
+
+def _embedder(name: str) -> Embedder:
+    """The shared embedder ``name`` (a bundle's ``embedding_model``); ``BundleError`` when it cannot be
+    built here (musicnn is not installed where the model is served: ``pip install --no-deps musicnn==0.1.0``)."""
+    try:
+        return Embedder.named(name)
+    except (ImportError, RuntimeError, ValueError) as exc:
+        raise BundleError(f"cannot embed audio with {name}: {type(exc).__name__}: {exc}") from None
 
 
 class HitpredictModel(PythonModel):
@@ -121,10 +148,10 @@ class HitpredictModel(PythonModel):
         from mlflow.exceptions import MlflowException
 
         try:
-            mel, summary = model_features(self.bundle, model_input)
+            mel, summary, vectors = model_features(self.bundle, model_input)
         except BundleError as exc:
             raise MlflowException.invalid_parameter_value(f"hitpredict: {exc}") from None
-        out = self.bundle.predict(mel, summary)
+        out = self.bundle.predict(mel, summary, vectors=vectors)
         names = self.bundle.label_names if self.bundle.spec.task == "multiclass" else [
             target_named(self.bundle.target).output_column]
         return pd.DataFrame(out, columns=names, index=model_input.index)

@@ -144,14 +144,17 @@ def experiment_id(config: MlflowConfig) -> str:
 def model_signature(bundle: dict[str, Any]) -> Any:
     """The pyfunc's MLflow signature for a bundle's ``bundle.json`` content: any of the inputs ``audio``
     (bytes; base64 in JSON), ``path`` (a file the server can read), or the stored features ``mel`` (float16
-    bytes) with ``summary`` (floats); the outputs: the target's score column, or one probability per class."""
+    bytes) with ``summary``, ``embedding`` and ``tags`` (floats); the outputs: the target's score column, or one probability per class."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
     inputs = Schema([ColSpec(DataType.binary, "audio", required=False),
                      ColSpec(DataType.string, "path", required=False),
                      ColSpec(DataType.binary, "mel", required=False),
-                     ColSpec(AnyType(), "summary", required=False)])
+                     ColSpec(AnyType(), "summary", required=False),
+                     # the pretrained vectors beside mel, for the embed and fusion families
+                     ColSpec(AnyType(), "embedding", required=False),
+                     ColSpec(AnyType(), "tags", required=False)])
     names = bundle.get("label_names") if bundle["spec"]["task"] == "multiclass" else [
         target_named(bundle["target"]).output_column]
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.double, str(n)) for n in names or []]))

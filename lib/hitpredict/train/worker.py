@@ -16,7 +16,7 @@ from typing import Any
 
 from hitpredict.keras_compat import ensure_keras2, horovod_keras, keras
 from hitpredict.logs import configure_worker, quiet_tensorflow
-from hitpredict.models import build_model
+from hitpredict.models import VECTOR_INPUTS, build_model
 from hitpredict.models.heads import loss_and_metrics
 from hitpredict.progress import EpochProgress
 from hitpredict.train.plan import TrainPlan
@@ -37,8 +37,8 @@ def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
     """Petastorm batches (namedtuples of columns) -> (named model inputs, labels), prefetched.
 
     Augmented (``plan.augment``, seeded per ``rank``) when ``training``; inputs as
-    :func:`~hitpredict.train.inputs.model_inputs` makes them, labels int32 (batch,) for multiclass
-    and float32 (batch, 1) otherwise.
+    :func:`~hitpredict.train.inputs.model_inputs` makes them (the batches carry an ``embedding`` / ``tags``
+    column when ``plan.inputs`` reads it), labels int32 (batch,) for multiclass and float32 (batch, 1) otherwise.
     """
     from hitpredict.train.inputs import model_inputs   # loads TensorFlow
 
@@ -46,9 +46,12 @@ def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
     augment = plan.augment if training else None
     seed = plan.seed + 7919 * rank
 
+    vector_names = [name for name in VECTOR_INPUTS if name in plan.inputs]   # columns the batches carry
+
     def convert(batch: Any) -> Any:
+        vectors = {name: getattr(batch, name) for name in vector_names}
         return model_inputs(batch.mel, batch.summary, plan.inputs, plan.spec.n_mels, plan.spec.frames, plan.norm,
-                            augment, seed), label(batch.label)
+                            augment, seed, vectors=vectors), label(batch.label)
 
     import tensorflow as tf
 
