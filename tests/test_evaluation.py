@@ -148,3 +148,17 @@ def test_the_confusion_plot_carries_the_metrics_with_their_intervals(tmp_path):
         plt.Axes.set_title = original
     assert drawn == ["Confusion on the test split\naccuracy 0.833 [0.500, 1.000]"]
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_macro_f1_interval_holds_its_estimate_when_classes_have_one_or_two_test_rows():
+    """The demo's artist split: 20 classes of 1-2 test rows. A plain resample drops whole classes (they then
+    count 0, or not at all), which put the estimate outside its own interval (0.497 [0.215, 0.487]);
+    resampling within each class keeps every class in every resample."""
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        y = np.repeat(np.arange(20), rng.integers(1, 3, 20))
+        probs = rng.random((len(y), 20))
+        probs[np.arange(len(y)), y] += rng.random(len(y)) * 1.2
+        metrics = multiclass_metrics(y, probs / probs.sum(axis=1, keepdims=True), rounds=300)
+        low, high = metrics["macro_f1_ci95"]
+        assert low <= metrics["macro_f1"] <= high, (metrics["macro_f1"], low, high)

@@ -167,7 +167,7 @@ def test_fusion_mixes_its_branches_by_a_weight_it_learns():
 
 
 def test_windowed_fusion_repeats_the_tags_for_every_window():
-    """A whole-clip fusion prediction is the mean of the window logits of (mel window, the clip's tags)."""
+    """A whole-clip fusion prediction is the weighted mean of the window logits of (mel window, the clip's tags)."""
     from dataclasses import replace
 
     from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
@@ -177,8 +177,8 @@ def test_windowed_fusion_repeats_the_tags_for_every_window():
     assert tuple(model.input_names) == ("mel", "tags")
     inputs, _ = batch(spec, 3)
     whole = model.predict({"mel": inputs["mel"], "tags": inputs["tags"]}, verbose=0)
-    starts, size = window_layout(spec.frames, 16, 8)
+    starts, size, weights = window_layout(spec.frames, 16, 8)
     inner = inner_model(model)
     per_window = np.stack([inner.predict({"mel": inputs["mel"][:, :, s:s + size], "tags": inputs["tags"]}, verbose=0)
                            for s in starts], axis=1)
-    np.testing.assert_allclose(whole, np.asarray(aggregate_windows(per_window, "binary")), atol=1e-5)
+    np.testing.assert_allclose(whole, np.asarray(aggregate_windows(per_window, "binary", weights)), atol=1e-5)

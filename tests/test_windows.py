@@ -25,14 +25,19 @@ N_MELS, FRAMES, WINDOW = 16, 300, 64
 @pytest.mark.parametrize("frames, window, hop", [(1292, 256, 128), (300, 64, 32), (65, 64, 32), (64, 64, 32),
                                                  (40, 64, 32), (1000, 100, 100), (1001, 100, 37)])
 def test_windows_cover_every_frame_and_end_at_the_clip_end(frames, window, hop):
-    starts, size = window_layout(frames, window, hop)
+    starts, size, weights = window_layout(frames, window, hop)
     assert size == min(window, frames)
     assert starts[0] == 0 and starts[-1] + size == frames          # first at 0, last ends at the end
     assert (np.diff(starts) > 0).all() and (np.diff(starts) <= hop).all()
-    covered = np.zeros(frames, bool)
+    covered = np.zeros(frames, int)
     for s in starts:
-        covered[s:s + size] = True
-    assert covered.all()
+        covered[s:s + size] += 1
+    assert (covered > 0).all()
+    # every frame brings the same mass (1 / frames), shared by the windows that cover it: the seconds that
+    # the end-aligned last window covers twice do not count double
+    np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
+    expected = np.array([(1.0 / covered[s:s + size]).sum() / frames for s in starts])
+    np.testing.assert_allclose(weights, expected, rtol=1e-5)
 
 
 def _bundle(family: str, task: str) -> ModelBundle:
@@ -80,7 +85,7 @@ def test_every_window_counts():
     bundle = _bundle("crnn", "binary")
     stored, mel = _clips(1, seed=3)
     base = bundle.predict(stored, [None])[0, 0]
-    starts, size = window_layout(FRAMES, WINDOW, WINDOW // 2)
+    starts, size, _ = window_layout(FRAMES, WINDOW, WINDOW // 2)
     for start in starts:
         changed = mel.copy()
         changed[:, :, start:start + size] += 3.0

@@ -14,20 +14,23 @@ import numpy as np
 
 def bootstrap_interval(
     metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray,
-    rounds: int = 1000, level: float = 0.95, seed: int = 0,
+    rounds: int = 1000, level: float = 0.95, seed: int = 0, stratified: bool = False,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric`` over resampled (row) pairs: (low, high).
 
     ``metric(y_true, y_score)`` takes ``y_true`` of shape (n,) and ``y_score`` of shape (n,) or (n, classes)
     and returns a float; ``rounds`` resamples of n rows with replacement (``seed`` fixes them) give its
-    distribution, and the interval holds its central ``level`` (0-1). Resamples where the metric is
-    undefined (e.g. one class only for ROC-AUC) are skipped; (nan, nan) when every one is.
+    distribution, and the interval holds its central ``level`` (0-1). ``stratified``: resample within each
+    value of ``y_true``, so every class keeps its count (a per-class average such as macro-F1 otherwise
+    loses the small classes a resample misses). Resamples where the metric is undefined (e.g. one class
+    only for ROC-AUC) are skipped; (nan, nan) when every one is.
     """
     rng = np.random.default_rng(seed)
     n = len(y_true)
+    groups = [np.flatnonzero(y_true == value) for value in np.unique(y_true)] if stratified else []
     values = []
     for _ in range(rounds):
-        idx = rng.integers(0, n, n)
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups]) if stratified else rng.integers(0, n, n)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # one-class resamples: undefined, skipped below
@@ -124,28 +127,19 @@ def _accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == y_true))
 
 
-def _f1_terms(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(2 tp, 2 tp + fp + fn) per class of the most probable class's predictions: ``y_true`` (n,) class
-    indices, ``probs`` (n, classes); two float arrays of shape (classes,)."""
+def _macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """F1 of the most probable class, averaged over the classes that occur among the true or the predicted
+    classes: ``y_true`` (n,) class indices, ``probs`` (n, classes). A class never predicted counts 0; a
+    class with no row in ``y_true`` and never predicted (a small class the grouped split kept out of the
+    test set) does not count. Scikit-learn's ``f1_score(average="macro", zero_division=0)``, in numpy: the
+    bootstrap calls it a thousand times."""
     classes = probs.shape[1]
     confusion = np.bincount(y_true * classes + probs.argmax(axis=1), minlength=classes * classes)
     confusion = confusion.reshape(classes, classes)
-    return 2 * np.diag(confusion).astype(float), (confusion.sum(axis=0) + confusion.sum(axis=1)).astype(float)
-
-
-def _macro_f1(y_true: np.ndarray, probs: np.ndarray, counted: np.ndarray | None = None) -> float:
-    """F1 of the most probable class, averaged over the ``counted`` classes (a boolean mask, shape
-    (classes,)); by default the classes that occur among the true or the predicted classes: ``y_true`` (n,)
-    class indices, ``probs`` (n, classes). A counted class with no true row and never predicted counts 0; a
-    class that is not counted (a small class the grouped split kept out of the test set, never predicted)
-    does not count. Scikit-learn's ``f1_score(average="macro", zero_division=0)`` (with ``labels`` =
-    the counted classes), in numpy: the bootstrap calls it a thousand times."""
-    twice_tp, denominator = _f1_terms(y_true, probs)
-    counted = denominator > 0 if counted is None else counted
-    if not counted.any():
-        return float("nan")
-    f1 = np.divide(twice_tp, denominator, out=np.zeros_like(twice_tp), where=denominator > 0)
-    return float(np.mean(f1[counted]))
+    tp = np.diag(confusion).astype(float)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # 2 tp + fp + fn
+    seen = denominator > 0
+    return float(np.mean(2 * tp[seen] / denominator[seen])) if seen.any() else float("nan")
 
 
 def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] | None = None,
@@ -165,7 +159,6 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] 
     probs = np.asarray(probs, dtype=float)
     classes = probs.shape[1]
     pred = probs.argmax(axis=1)
-    counted = _f1_terms(y_true, probs)[1] > 0   # the classes macro-F1 averages (true or predicted here)
     top3 = np.argsort(-probs, axis=1)[:, : min(3, classes)]
     return {
         "n": int(len(y_true)),
@@ -173,9 +166,9 @@ def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str] 
         "accuracy_ci95": bootstrap_interval(_accuracy, y_true, probs, rounds),
         "top3_accuracy": float(np.mean([t in row for t, row in zip(y_true, top3)])),
         "macro_f1": _macro_f1(y_true, probs),
-        # every resample averages the same classes as the whole split, so small classes that a resample
-        # happens to miss still count (0), and the interval is not biased upward
-        "macro_f1_ci95": bootstrap_interval(lambda t, p: _macro_f1(t, p, counted), y_true, probs, rounds),
+        # resampled within each class: every class of the split keeps its rows, so the average is over the
+        # same classes as the estimate's (a plain resample drops small classes and biases the interval)
+        "macro_f1_ci95": bootstrap_interval(_macro_f1, y_true, probs, rounds, stratified=True),
         "confusion": confusion_matrix(y_true, pred, labels=list(range(classes))).tolist(),
         "labels": labels or [str(i) for i in range(classes)],
     }

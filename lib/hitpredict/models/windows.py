@@ -3,9 +3,10 @@
 A spectrogram model trained on random crops of ``window`` frames predicts a whole clip as the
 aggregate of its predictions on windows of that length, ``hop`` frames apart (half a window by
 default), the last window aligned to the clip's end so that every frame is in at least one window.
-The aggregate is the mean of the windows' logits: for a binary head the mean log-odds through a
-sigmoid, for a multiclass head the mean log-probabilities through a softmax (a normalised geometric
-mean), for regression the mean value. A clip no longer than one window is one window.
+The aggregate is the mean of the windows' logits, weighted so that every frame counts the same
+(:func:`window_weights`): for a binary head the mean log-odds through a sigmoid, for a multiclass head
+the mean log-probabilities through a softmax (a normalised geometric mean), for regression the mean
+value. A clip no longer than one window is one window.
 
 The windows and the aggregate are defined here once, in TensorFlow ops, and used two ways: inside the
 Keras model (:func:`windowed_model`, what training fits and validates on whole clips) and by
@@ -39,24 +40,47 @@ def window_starts(frames: Any, window: int, hop: int) -> Any:
     return tf.minimum(tf.range(count, dtype=tf.int32) * hop, frames - size)
 
 
-def window_layout(frames: int, window: int, hop: int) -> tuple[np.ndarray, int]:
-    """(starts, size) for a clip of ``frames`` frames, as numpy: :func:`window_starts` and the window
-    length in frames (``window``, or ``frames`` for a shorter clip)."""
-    return np.asarray(window_starts(frames, window, hop)), min(window, frames)
+def window_weights(frames: Any, window: int, hop: int) -> Any:
+    """Each window's weight in the clip's mean, so that every frame counts the same: a frame shares its
+    1 / ``frames`` among the windows that cover it, and a window's weight is the sum over its frames.
+    (The last window, aligned to the clip's end, overlaps its neighbour more; plain means would let the
+    seconds it covers count more, and their occlusion explain more.) A float32 tensor (windows,) summing to 1."""
+    import tensorflow as tf
+
+    frames = tf.cast(frames, tf.int32)
+    starts = window_starts(frames, window, hop)
+    size = tf.minimum(window, frames)
+    index = tf.reshape(starts[:, None] + tf.range(size)[None, :], [-1])
+    cover = tf.math.unsorted_segment_sum(tf.ones_like(index, tf.float32), index, frames)   # windows per frame
+    share = tf.reshape(tf.gather(1.0 / cover, index), [-1, size])
+    return tf.reduce_sum(share, axis=1) / tf.cast(frames, tf.float32)
 
 
-def aggregate_windows(outputs: Any, task: str) -> Any:
+def window_layout(frames: int, window: int, hop: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """(starts, size, weights) for a clip of ``frames`` frames, as numpy: :func:`window_starts`, the window
+    length in frames (``window``, or ``frames`` for a shorter clip) and :func:`window_weights`."""
+    return (np.asarray(window_starts(frames, window, hop)), min(window, frames),
+            np.asarray(window_weights(frames, window, hop)))
+
+
+def aggregate_windows(outputs: Any, task: str, weights: Any) -> Any:
     """Per-window model outputs (batch, windows, width) -> one output per clip (batch, width): the
-    mean of the windows' logits through the head's activation (see the module doc); float32."""
+    ``weights``-weighted mean (:func:`window_weights`, shape (windows,)) of the windows' logits through
+    the head's activation (see the module doc); float32."""
     import tensorflow as tf
 
     outputs = tf.cast(outputs, tf.float32)
+    weights = tf.cast(weights, tf.float32)[None, :, None]
+
+    def mean(values: Any) -> Any:
+        return tf.reduce_sum(values * weights, axis=1)
+
     if task == "regression":
-        return tf.reduce_mean(outputs, axis=1)
+        return mean(outputs)
     p = tf.clip_by_value(outputs, EPS, 1 - EPS)
     if task == "binary":
-        return tf.sigmoid(tf.reduce_mean(tf.math.log(p) - tf.math.log1p(-p), axis=1))
-    return tf.nn.softmax(tf.reduce_mean(tf.math.log(p), axis=1), axis=-1)
+        return tf.sigmoid(mean(tf.math.log(p) - tf.math.log1p(-p)))
+    return tf.nn.softmax(mean(tf.math.log(p)), axis=-1)
 
 
 def windowed_model(inner: Any, spec: ModelSpec) -> Any:
@@ -136,8 +160,9 @@ def _layers() -> tuple[Any, Any, Any]:
 
         def call(self, inputs: Any) -> Any:
             outputs, mel = inputs
-            count = tf.shape(window_starts(tf.shape(mel)[2], self.window, self.hop))[0]
-            return aggregate_windows(tf.reshape(outputs, [-1, count, outputs.shape[-1]]), self.task)
+            weights = window_weights(tf.shape(mel)[2], self.window, self.hop)
+            return aggregate_windows(tf.reshape(outputs, [-1, tf.shape(weights)[0], outputs.shape[-1]]), self.task,
+                                     weights)
 
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "window": self.window, "hop": self.hop, "task": self.task}

@@ -211,7 +211,7 @@ class ModelBundle:
         training mean), each variant aggregated over its track's windows; windows a segment misses are reused."""
         mel = feed["mel"]
         k, frames = len(mel), mel.shape[2]
-        starts, size = window_layout(frames, int(self.spec.window_frames or 0), int(self.spec.window_hop or 0))
+        starts, size, weights = window_layout(frames, int(self.spec.window_frames or 0), int(self.spec.window_hop or 0))
         inner = self._graph(inner_model(self.model))
         others = {name: value for name, value in feed.items() if name != "mel"}
 
@@ -238,7 +238,7 @@ class ModelBundle:
                 variants.append(copy)
         else:
             variants.extend(base for _ in segments)
-        return np.stack([np.asarray(aggregate_windows(v, self.spec.task)) for v in variants], axis=1)
+        return np.stack([np.asarray(aggregate_windows(v, self.spec.task, weights)) for v in variants], axis=1)
 
     def _occluded_full(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]]) -> np.ndarray:
         """(k, S, width): each occluded copy through the whole model (its other inputs, e.g. ``tags``, as
