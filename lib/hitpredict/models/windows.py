@@ -1,8 +1,9 @@
 """Whole-clip predictions from a model trained on crops: the one definition of the window aggregation.
 
 A spectrogram model trained on random crops of ``window`` frames predicts a whole clip as the
-aggregate of its predictions on windows of that length, ``hop`` frames apart (half a window by
-default), the last window aligned to the clip's end so that every frame is in at least one window.
+aggregate of its predictions on windows of that length, spread evenly over the clip at most ``hop``
+frames apart (half a window by default), from its start to its end, so that every frame is in at
+least one window and no stretch is covered more often than another.
 The aggregate is the mean of the windows' logits, weighted so that every frame counts the same
 (:func:`window_weights`): for a binary head the mean log-odds through a sigmoid, for a multiclass head
 the mean log-probabilities through a softmax (a normalised geometric mean), for regression the mean
@@ -29,15 +30,19 @@ EPS = 1e-7
 
 
 def window_starts(frames: Any, window: int, hop: int) -> Any:
-    """First frame of each window over a clip of ``frames`` frames (a Python int or a scalar tensor):
-    0, hop, 2 hop, ... while a window fits, then one window ending at the clip's end; a single window
-    at 0 when the clip is no longer than ``window``. Returns an int32 tensor of shape (windows,)."""
+    """First frame of each window over a clip of ``frames`` frames (a Python int or a scalar tensor): as
+    many windows as a ``hop`` apart need to reach the clip's end, spread evenly from 0 to the end (so the
+    last ends at the clip's end and no stretch of the clip is covered more often than another; the actual
+    hop is at most ``hop``); a single window at 0 when the clip is no longer than ``window``. Returns an
+    int32 tensor of shape (windows,)."""
     import tensorflow as tf
 
     frames = tf.cast(frames, tf.int32)
     size = tf.minimum(window, frames)
     count = 1 + (frames - size + hop - 1) // hop
-    return tf.minimum(tf.range(count, dtype=tf.int32) * hop, frames - size)
+    last = tf.cast(frames - size, tf.float64)
+    steps = tf.cast(tf.maximum(count - 1, 1), tf.float64)
+    return tf.cast(tf.round(tf.cast(tf.range(count), tf.float64) * last / steps), tf.int32)
 
 
 def window_weights(frames: Any, window: int, hop: int) -> Any:
