@@ -196,7 +196,8 @@ def test_runs_models_and_aliases_live_in_the_sqlite_database(registered):
     assert run.info.artifact_uri.startswith((root / "mlartifacts").as_uri())   # artifacts beside the database
     assert not (root / "mlruns").exists()
     model_info = mlflow.models.get_model_info(registered["uri"])
-    assert {c["name"] for c in model_info.signature.inputs.to_dict()} == {"audio", "path", "mel", "summary"}
+    assert {c["name"] for c in model_info.signature.inputs.to_dict()} == {"audio", "path", "mel", "summary",
+                                                                         "embedding", "tags"}
     client.set_registered_model_alias(trained.model_name, "champion", trained.model_version)
     resolved = resolve_model(ModelRef.parse(f"{trained.model_name}@champion"), config.mlflow)
     assert (resolved.name, resolved.version) == (trained.model_name, trained.model_version)
