@@ -139,6 +139,10 @@ class HitpredictModel(PythonModel):
         user's own process needs no hitpredict environment variable)."""
         ensure_keras2()
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
+        name = self.bundle.embedder_name()
+        if name:   # musicnn's graph invalidates Keras models built before it: embedder first, then the model
+            _embedder(name)
+            self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """``model_input`` (n rows, each with ``audio``, ``path`` or ``mel`` + ``summary``) -> the model's
