@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hitpredict.train.inputs import model_inputs
 from hitpredict.train.plan import Augmentation, Normalisation
@@ -145,7 +146,7 @@ def test_vector_statistics_are_optional_in_old_datasets_rows_and_bundles():
 def test_embed_and_fusion_save_and_reload_as_bundles(tmp_path):
     """Needs ModelBundle.predict(..., vectors=...), which passes the vectors on to model_inputs."""
     from hitpredict.models import ModelSpec, build_model, input_names
-    from hitpredict.train.bundle import ModelBundle
+    from hitpredict.train.bundle import BundleError, ModelBundle
 
     _, raw, summary = stored(n=3)
     given = vectors(n=3)
@@ -156,8 +157,12 @@ def test_embed_and_fusion_save_and_reload_as_bundles(tmp_path):
                              inputs=input_names(family, spec), dataset_id="ds-x", threshold=39.0,
                              label_names=["not_popular", "popular"], model=build_model(family, spec))
         stored_vectors = {name: [list(map(float, v)) for v in values] for name, values in given.items()}
-        stored_vectors["tags"][1] = None   # a track without tags: zeros
         before = bundle.predict(list(raw), summary.tolist(), vectors=stored_vectors)
         again = ModelBundle.load(bundle.save(tmp_path / f"{family}-{len(branches)}"))
         assert again.norm == WITH_VECTORS and again.spec == spec and again.inputs == bundle.inputs
         assert np.array_equal(again.predict(list(raw), summary.tolist(), vectors=stored_vectors), before)
+        # a track without the vectors the model reads is refused, never scored with a made-up vector
+        name = "embedding" if family == "embed" else "tags"
+        missing = {**stored_vectors, name: [stored_vectors[name][0], None, stored_vectors[name][2]]}
+        with pytest.raises(BundleError, match=f"a track without {name}"):
+            again.predict(list(raw), summary.tolist(), vectors=missing)

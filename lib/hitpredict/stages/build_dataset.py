@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from hitpredict.config import Config
 from hitpredict.dataset import RunningMoments, check_shapes, dataset_id, label_examples
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.lake import Lake
 from hitpredict.stages.base import StageReport
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 #: The pretrained model's per-clip vectors an example copies from its features (``features`` columns).
-VECTORS = ("embedding", "tags")
+VECTORS = VECTOR_INPUTS   # the per-clip vectors examples carry (embedding, tags)
 #: Who reads each vector, for the report line that says a dataset lacks it.
 USERS = {"embedding": "the embed family", "tags": "the fusion family's tags branch"}
 _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "

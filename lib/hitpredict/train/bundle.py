@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hitpredict.errors import HitpredictError
-from hitpredict.models import TIME_LOCAL_TRUNKS, ModelSpec, build_model, split_model, windowed
+from hitpredict.models import TIME_LOCAL_TRUNKS, VECTOR_INPUTS, ModelSpec, build_model, split_model, windowed
 from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
 from hitpredict.train.plan import Normalisation
 
@@ -127,7 +127,7 @@ class ModelBundle:
         """The pretrained embedding (``features.embedding_model``, e.g. ``MTT_musicnn/penultimate``) this model
         reads through its ``embedding`` or ``tags`` input, to embed new audio with; None when it reads
         neither. ``BundleError`` for such a model whose bundle does not name it."""
-        reads = [name for name in ("embedding", "tags") if name in self.inputs]
+        reads = [name for name in VECTOR_INPUTS if name in self.inputs]
         if reads and not self.embedding_model:
             raise BundleError(f"a {self.family} model reads {', '.join(reads)} but its bundle does not name the "
                               "embedding model: retrain it")
