@@ -1,5 +1,6 @@
 """Pretrained music embeddings (musicnn): front end, equality with the stock graph, eager mode kept,
-the features row (and its failures), the stage's child-process path, and an older lake's schema.
+the features row (and its failures), the stage's child-process path, Keras models cached by a Spark
+worker across an embedder build, and an older lake's schema.
 
 The model tests need musicnn (installed with ``--no-deps``); they are skipped, visibly, without it.
 """
@@ -16,10 +17,9 @@ import pytest
 
 from hitpredict.audio_params import AudioParams
 from hitpredict.clip_features import features_row
-from hitpredict.config import EmbeddingConfig
-from hitpredict.embeddings import (
-    PATCH_FRAMES, Embedder, log_compress, musicnn_input, musicnn_installed, patches,
-)
+from hitpredict import embeddings
+from hitpredict.config import EmbeddingConfig, embedding_name, musicnn_installed, parse_embedding_name
+from hitpredict.embeddings import PATCH_FRAMES, Embedder, generation, log_compress, musicnn_input, patches
 from hitpredict.synth.music import TrackStyle, render
 
 needs_musicnn = pytest.mark.skipif(not musicnn_installed(), reason="musicnn is not installed")
@@ -60,6 +60,11 @@ def test_config_switch_and_layer_check():
     assert EmbeddingConfig().active is musicnn_installed()   # the default: on when installed
     assert EmbeddingConfig(model="MTT_vgg", layer="pool5", max_patches=None).name == "MTT_vgg/pool5"
     assert EmbeddingConfig().name == "MTT_musicnn/penultimate/patches=3"   # the default samples 3 patches
+    # one name format, read back by Embedder.named (a bundle's embedding_model -> its embedder)
+    assert parse_embedding_name(EmbeddingConfig().name) == ("MTT_musicnn", "penultimate", 3)
+    assert parse_embedding_name(embedding_name("MSD_vgg", "pool5", None)) == ("MSD_vgg", "pool5", None)
+    with pytest.raises(ValueError, match="not an embedding model name: 'MTT_musicnn/penultimate/3'"):
+        parse_embedding_name("MTT_musicnn/penultimate/3")
     with pytest.raises(ValueError, match="MTT_vgg has no layer 'penultimate'"):
         EmbeddingConfig(model="MTT_vgg", layer="penultimate")
     assert Embedder.from_config(EmbeddingConfig(enabled=False)) is None
@@ -197,6 +202,123 @@ def test_extraction_then_keras_in_one_spark_python_worker(spark):
     assert out["pred"] == pytest.approx(out["same"], abs=1e-6)
 
 
+@needs_musicnn
+def test_every_embedder_build_bumps_the_generation(monkeypatch):
+    """A new embedder's graph counts one generation, a reused shared one none, and a build that fails after
+    its graph was begun counts too (Keras models built before it may be unusable all the same)."""
+    start = generation()
+    Embedder("MTT_vgg", "tags", max_patches=1)
+    assert generation() == start + 1
+    shared = Embedder.shared("MTT_vgg", "tags", max_patches=2)
+    assert generation() == start + 2
+    assert Embedder.shared("MTT_vgg", "tags", max_patches=2) is shared and generation() == start + 2
+
+    def no_weights(model):
+        raise RuntimeError(f"musicnn has no weights for {model}")
+
+    monkeypatch.setattr(embeddings, "_weights_dir", no_weights)
+    with pytest.raises(RuntimeError, match="no weights for MTT_vgg"):
+        Embedder("MTT_vgg", "tags")
+    assert generation() == start + 3
+
+
+def test_cached_bundles_are_forgotten_when_an_embedder_was_built_since(monkeypatch):
+    from hitpredict.stages import score_catalogue
+
+    monkeypatch.setattr(score_catalogue, "_LOADED", {"bundle#1": "loaded"})
+    monkeypatch.setattr(score_catalogue, "_LOADED_GENERATION", generation())
+    score_catalogue.forget_stale_bundles()
+    assert score_catalogue._LOADED == {"bundle#1": "loaded"}   # no embedder built since: kept
+    monkeypatch.setattr(embeddings, "_GENERATION", generation() + 1)   # as an Embedder build does
+    score_catalogue.forget_stale_bundles()
+    assert score_catalogue._LOADED == {} and score_catalogue._LOADED_GENERATION == generation()
+    score_catalogue._LOADED["bundle#1"] = "loaded again"
+    score_catalogue.forget_stale_bundles()
+    assert score_catalogue._LOADED == {"bundle#1": "loaded again"}   # recorded: cleared once, not every time
+
+
+def test_a_task_whose_embedder_cannot_be_built_keeps_its_mel_rows(monkeypatch):
+    """FeatureTask (in-process) when the embedder cannot be built: every row stays ok, with null embedding and
+    the same ``embedding failed`` note as a clip the network fails on (clip_features.embedding_failed)."""
+    from hitpredict.stages import extract_features
+
+    def cannot(config):
+        raise RuntimeError("musicnn has no weights for MTT_musicnn")
+
+    monkeypatch.setattr(extract_features.Embedder, "from_config", cannot)
+    task = extract_features.FeatureTask(AudioParams(), 5.0, isolate=False, embedding=EmbeddingConfig(enabled=True))
+    rows = list(task.rows(iter([("a", None, _wav(_clip(11, seconds=6.0)))])))
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["mel"] is not None
+    assert rows[0]["embedding"] is None and rows[0]["tags"] is None and rows[0]["embedding_model"] is None
+    assert rows[0]["error_detail"] == "embedding failed: RuntimeError: musicnn has no weights for MTT_musicnn"
+    assert "_embed_input" not in rows[0]
+
+
+#: One Spark task (a Python worker) scores (its bundles cached in score_catalogue._LOADED), builds an embedder
+#: and embeds, then scores again: the reverse of the test above.
+@needs_musicnn
+def test_scoring_then_extraction_then_scoring_in_one_spark_python_worker(spark, tmp_path):
+    """The first scoring reads model m1 only (its tracks were scored by m2 already), so m2 is loaded and cached
+    but not called; building an embedder's graph then leaves it unusable ("invalid state"). The worker loads
+    its models again: the second scoring gives m1's first scores and m2's scores from a fresh load, to 1e-6."""
+    import pyarrow as pa
+
+    from hitpredict.keras_compat import ensure_keras2
+    from hitpredict.models import ModelSpec, build_model, input_names
+    from hitpredict.scoring.scorer import ScoreSettings
+    from hitpredict.stages.score_catalogue import ScoreTask, ship_folder
+    from hitpredict.train.bundle import ModelBundle
+    from hitpredict.train.plan import Normalisation
+
+    ensure_keras2()
+    folders, shipped = [], []
+    for seed in (1, 2):
+        spec = ModelSpec("binary", n_mels=8, frames=16, summary_size=4, seed=seed)
+        bundle = ModelBundle(family="mlp", spec=spec, target="popular", audio={},
+                             norm=Normalisation([0.0] * 8, [1.0] * 8, [0.0] * 4, [1.0] * 4),
+                             inputs=input_names("mlp"), dataset_id="d", model=build_model("mlp", spec))
+        folders.append(str(bundle.save(tmp_path / f"m{seed}")))
+        shipped.append((f"m{seed}", "1", ship_folder(spark, folders[-1])))
+    rng = np.random.default_rng(4)
+    mel = [rng.normal(size=(8, 16)).astype(np.float16).tobytes() for _ in range(3)]
+    summary = rng.normal(size=(3, 4)).tolist()
+
+    def task(_):
+        import os
+
+        from hitpredict.stages import score_catalogue
+        from hitpredict.synth.music import TrackStyle, render
+
+        def score(wanted):
+            batch = pa.RecordBatch.from_pylist([{"track_id": f"t{i}", "mel": mel[i], "summary": summary[i],
+                                                 "models": wanted} for i in range(3)])
+            out = ScoreTask(shipped, ScoreSettings(), 1)([batch])
+            return {f"{r['model_name']}/{r['track_id']}": r["prob_popular"] for b in out for r in b.to_pylist()}
+
+        first = score([0])
+        cached = sorted(score_catalogue._LOADED)
+        before = generation()
+        clip = Embedder("MTT_musicnn", "tags", max_patches=1).embed_samples(
+            render(TrackStyle(seconds=4.0, seed=8), 22050), 22050)
+        built = generation() - before
+        try:
+            second, error = score([0, 1]), None
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which says what failed
+            second, error = {}, f"{type(exc).__name__}: {exc}"[:400]
+        yield json.dumps({"pid": os.getpid(), "first": first, "second": second, "error": error, "built": built,
+                          "cached": cached, "tags": len(clip.tags)})
+
+    out = json.loads(spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()[0])
+    assert out["built"] == 1 and out["tags"] == 50
+    assert len(out["cached"]) == 2 and set(out["first"]) == {"m1/t0", "m1/t1", "m1/t2"}   # m2 cached, not called
+    assert out["error"] is None, out["error"]
+    assert set(out["second"]) == {f"m{m}/t{i}" for m in (1, 2) for i in range(3)}
+    fresh = ModelBundle.load(folders[1]).predict(mel, summary)[:, 0]
+    for i in range(3):
+        assert out["second"][f"m1/t{i}"] == pytest.approx(out["first"][f"m1/t{i}"], abs=1e-6)
+        assert out["second"][f"m2/t{i}"] == pytest.approx(float(fresh[i]), abs=1e-6)
+
+
 def test_an_older_features_table_gains_the_embedding_columns(lake):
     """A lake made before the embedding columns: ensure() adds them (nullable), old rows read them as null,
     new rows keep them."""
@@ -261,3 +383,49 @@ def test_extract_features_stores_embeddings_and_reports_their_cost(spark, tmp_pa
         alone = features_row("x", None, data, AudioParams.from_config(config.audio), config.audio.min_seconds,
                              embedder=embedder)
         assert row["embedding"] == alone["embedding"] and row["tags"] == alone["tags"]
+
+
+def test_a_model_loaded_before_an_embedder_build_still_scores_in_score_file_and_the_pyfunc(tmp_path):
+    """``score FILE`` with an already resolved model, and a pyfunc loaded earlier, both used after an embedder's
+    graph was built in this process (another model's load, features in a notebook): each loads its bundle
+    again (``ModelBundle.outdated``) instead of failing with Keras' "invalid state"."""
+    import types
+
+    import pandas as pd
+    import soundfile as sf
+
+    from hitpredict.features import SUMMARY_SIZE
+    from hitpredict.keras_compat import ensure_keras2
+    from hitpredict.models import ModelSpec, build_model, input_names
+    from hitpredict.scoring.registry import ResolvedModel
+    from hitpredict.scoring.scorer import ScoreSettings
+    from hitpredict.scoring.single import score_file
+    from hitpredict.train.bundle import ModelBundle
+    from hitpredict.train.plan import Normalisation
+    from hitpredict.train.pyfunc_model import HitpredictModel
+
+    ensure_keras2()
+    params = AudioParams()
+    spec = ModelSpec("binary", n_mels=params.n_mels, frames=params.frames, summary_size=SUMMARY_SIZE, seed=3)
+    norm = Normalisation([0.0] * params.n_mels, [1.0] * params.n_mels, [0.0] * SUMMARY_SIZE, [1.0] * SUMMARY_SIZE)
+    folder = str(ModelBundle(family="mlp", spec=spec, target="popular", audio=params.model_dump(), norm=norm,
+                             inputs=input_names("mlp"), dataset_id="d", model=build_model("mlp", spec))
+                 .save(str(tmp_path / "bundle")))
+    wav = io.BytesIO()
+    sf.write(wav, render(TrackStyle(seconds=8.0, seed=1), 22050), 22050, format="WAV")
+    path = tmp_path / "track.wav"
+    path.write_bytes(wav.getvalue())
+    resolved = ResolvedModel(name="m", version="1", bundle_dir=folder, target="popular", family="mlp",
+                             audio=params.model_dump(), bundle=ModelBundle.load(folder))
+    pyfunc = HitpredictModel()
+    pyfunc.load_context(types.SimpleNamespace(artifacts={"bundle": folder}))
+    fresh = float(score_file(str(path), [resolved], ScoreSettings(explain=False))["prob_popular"].iloc[0])
+    resolved = ResolvedModel(name="m", version="1", bundle_dir=folder, target="popular", family="mlp",
+                             audio=params.model_dump(), bundle=ModelBundle.load(folder))   # loaded, not yet called
+    pyfunc.load_context(types.SimpleNamespace(artifacts={"bundle": folder}))
+    assert not resolved.bundle.outdated
+    Embedder("MTT_musicnn", "tags", max_patches=1)   # a new graph: Keras models built before it are unusable
+    assert resolved.bundle.outdated and pyfunc.bundle.outdated
+    after = float(score_file(str(path), [resolved], ScoreSettings(explain=False))["prob_popular"].iloc[0])
+    by_pyfunc = float(pyfunc.predict(None, pd.DataFrame({"path": [str(path)]})).iloc[0, 0])
+    assert abs(after - fresh) < 1e-6 and abs(by_pyfunc - fresh) < 1e-6

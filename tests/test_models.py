@@ -166,6 +166,20 @@ def test_fusion_mixes_its_branches_by_a_weight_it_learns():
         mel_weight(build_model("fusion", ModelSpec("binary", tags_size=5, fusion_branches=("tags",))))
 
 
+@pytest.mark.parametrize("task", list(SPECS))
+def test_fusion_ends_in_the_heads_output_layer_and_branch_logits(task):
+    """Each fusion branch ends in the head's units before activation (models.heads.head_logits) and the mix goes
+    through the head's activation, in a layer named as every other family's head."""
+    spec = SPECS[task]
+    fusion, mlp = build_model("fusion", spec), build_model("mlp", spec)
+    head, out = mlp.layers[-1].get_config(), fusion.layers[-1].get_config()
+    assert (out["name"], out["activation"]) == (head["name"], head["activation"])   # prob / value / probs
+    for name, seed in (("mel_logits", spec.seed), ("tags_logits", spec.seed + 8)):
+        logits = fusion.get_layer(name).get_config()
+        assert logits["units"] == head["units"] and logits["activation"] == "linear"
+        assert logits["kernel_initializer"] == {**head["kernel_initializer"], "config": {"seed": seed}}
+
+
 def test_windowed_fusion_repeats_the_tags_for_every_window():
     """A whole-clip fusion prediction is the weighted mean of the window logits of (mel window, the clip's tags)."""
     from dataclasses import replace

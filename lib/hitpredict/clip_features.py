@@ -41,8 +41,10 @@ def failed_row(track_id: str, sha256: str | None, params: AudioParams) -> dict[s
     }
 
 
-def _embedding_failed(row: dict[str, Any], exc: BaseException) -> None:
-    """Note on an ``ok`` row that its embedding could not be computed (the mel and summary stay)."""
+def embedding_failed(row: dict[str, Any], exc: BaseException) -> None:
+    """Note on an ``ok`` row that its embedding could not be computed because of ``exc``: null ``embedding``,
+    ``tags`` and ``embedding_model``, ``error_detail`` ``embedding failed: <kind>: <message>`` (the mel and
+    summary stay)."""
     row["embedding"] = row["tags"] = row["embedding_model"] = None
     row["error_detail"] = f"embedding failed: {type(exc).__name__}: {exc}"[:DETAIL_CHARS]
 
@@ -72,7 +74,7 @@ def add_embeddings(rows: Sequence[dict[str, Any]], embedder: Embedder) -> float:
             try:
                 results.extend(embedder.embed([spec]))
             except Exception as one:  # noqa: BLE001 - this clip loses its embedding, never its mel
-                _embedding_failed(row, one)
+                embedding_failed(row, one)
                 results.append(None)
     for row, result in zip(todo, results):
         if result is not None:
@@ -116,7 +118,7 @@ def features_row(track_id: str, sha256: str | None, audio: bytes | None, params:
                 heard = clip.samples[:max(1, round(min(clip.duration_s, params.clip_seconds) * clip.sample_rate))]
                 row[EMBED_INPUT] = (musicnn_input(heard, clip.sample_rate), time.process_time() - started)
             except Exception as exc:  # noqa: BLE001 - the mel row stands without its embedding
-                _embedding_failed(row, exc)
+                embedding_failed(row, exc)
             if embedder is not None:
                 add_embeddings([row], embedder)
     except AudioError as err:

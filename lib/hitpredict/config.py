@@ -14,6 +14,7 @@ Sources, later ones win:
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from importlib import resources
@@ -248,6 +249,26 @@ EMBEDDING_LAYERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def musicnn_installed() -> bool:
+    """Whether the ``musicnn`` package (and so its weights) is installed; imports nothing."""
+    return importlib.util.find_spec("musicnn") is not None
+
+
+def embedding_name(model: str, layer: str, max_patches: int | None = None) -> str:
+    """The name of an embedding (``features.embedding_model``, a bundle's ``embedding_model``):
+    ``MODEL/LAYER``, with ``/patches=N`` when ``max_patches`` samples the clip, e.g.
+    ``MTT_musicnn/penultimate/patches=3``. :func:`parse_embedding_name` reads it back."""
+    return f"{model}/{layer}" + (f"/patches={max_patches}" if max_patches else "")
+
+
+def parse_embedding_name(name: str) -> tuple[str, str, int | None]:
+    """``(model, layer, max_patches)`` of an :func:`embedding_name`; ``ValueError`` for another form."""
+    parts = name.split("/")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].startswith("patches=")):
+        raise ValueError(f"not an embedding model name: {name!r} (MODEL/LAYER or MODEL/LAYER/patches=N)")
+    return parts[0], parts[1], int(parts[2].split("=", 1)[1]) if len(parts) == 3 else None
+
+
 class EmbeddingConfig(_Section):
     """extract_features: the pretrained music embedding (musicnn) stored beside each clip's mel."""
 
@@ -281,17 +302,13 @@ class EmbeddingConfig(_Section):
     @property
     def active(self) -> bool:
         """Whether extract_features computes embeddings: ``enabled``, or musicnn is installed."""
-        if self.enabled is not None:
-            return self.enabled
-        import importlib.util
-
-        return importlib.util.find_spec("musicnn") is not None
+        return self.enabled if self.enabled is not None else musicnn_installed()
 
     @property
     def name(self) -> str:
-        """The ``embedding_model`` value of the rows it gives, e.g. ``MTT_musicnn/penultimate`` (with
-        ``/patches=N`` when ``max_patches`` samples the clip)."""
-        return f"{self.model}/{self.layer}" + (f"/patches={self.max_patches}" if self.max_patches else "")
+        """The ``embedding_model`` value of the rows it gives (:func:`embedding_name`), e.g.
+        ``MTT_musicnn/penultimate/patches=3``."""
+        return embedding_name(self.model, self.layer, self.max_patches)
 
 
 class DatasetConfig(_Section):

@@ -14,6 +14,11 @@ then rounds it to float16 as musicnn's ``batch_data`` does. :func:`log_compress`
 then give the network's input: ``log10(10000 * mel + 1)`` cut into non-overlapping 3 s patches
 (187 frames), exactly the stock extractor's batching. A clip's embedding is the mean over its
 patches of the chosen layer; its tags, the mean of the 50 tag probabilities.
+
+Building the network's tf.compat.v1 graph leaves the Keras models built earlier in the process unusable
+(TensorFlow raises "Your Layer or Model is in an invalid state" for one not called before the build, or
+asked for a new sub-model after it). Every build bumps :func:`generation`, so a process that keeps Keras
+models across tasks (``score_catalogue``'s per-worker bundles) can tell when to load them again.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hitpredict.audio_params import AudioParams
-from hitpredict.config import EMBEDDING_LAYERS, EmbeddingConfig
+from hitpredict.config import EMBEDDING_LAYERS, EmbeddingConfig, embedding_name, parse_embedding_name
 from hitpredict.features import _filters, power_spectrogram
 from hitpredict.keras_compat import ensure_keras2
 
@@ -48,9 +53,10 @@ N_MELS = 96
 PATCH_FRAMES = 187
 
 
-def musicnn_installed() -> bool:
-    """Whether the ``musicnn`` package (and so its weights) is installed; imports nothing."""
-    return importlib.util.find_spec("musicnn") is not None
+def generation() -> int:
+    """How many embedder graphs this process has built (0 before the first): a Keras model built before the
+    count last changed may be unusable (see the module doc), so load it again."""
+    return _GENERATION
 
 
 def front_end_params(clip_seconds: float) -> AudioParams:
@@ -130,7 +136,7 @@ class Embedder:
             raise ValueError(f"model {model} has no layer {layer!r}; one of {', '.join(MODEL_LAYERS[model])}")
         self.model, self.layer, self.threads, self.batch_clips = model, layer, threads, batch_clips
         self.max_patches = max_patches
-        self.name = f"{model}/{layer}" + (f"/patches={max_patches}" if max_patches else "")
+        self.name = embedding_name(model, layer, max_patches)
         self._lock = threading.Lock()
         self._session, self._input, self._outputs = self._build()
 
@@ -148,11 +154,8 @@ class Embedder:
     def named(cls, name: str) -> "Embedder":
         """The shared embedder whose :attr:`name` is ``name`` (``MODEL/LAYER`` or ``MODEL/LAYER/patches=N``,
         as ``features.embedding_model`` and a model bundle record it); ``ValueError`` for another form."""
-        parts = name.split("/")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].startswith("patches=")):
-            raise ValueError(f"not an embedding model name: {name!r} (MODEL/LAYER or MODEL/LAYER/patches=N)")
-        patches = int(parts[2].split("=", 1)[1]) if len(parts) == 3 else None
-        return cls.shared(parts[0], parts[1], max_patches=patches)
+        model, layer, max_patches = parse_embedding_name(name)
+        return cls.shared(model, layer, max_patches=max_patches)
 
     @classmethod
     def from_config(cls, config: EmbeddingConfig) -> "Embedder | None":
@@ -163,6 +166,9 @@ class Embedder:
         return cls.shared(config.model, config.layer, config.threads, config.batch_clips, config.max_patches)
 
     def _build(self) -> tuple[Any, Any, dict[str, Any]]:
+        """musicnn's network in a graph of its own, its checkpoint restored into a session of its own:
+        (session, input placeholder, outputs). Bumps :func:`generation` once the graph is begun, however
+        the build ends."""
         ensure_keras2()   # musicnn's layers are tf.compat.v1 layers: Keras 2 (tf-keras) under TF 2.16
         import tensorflow as tf
 
@@ -171,24 +177,27 @@ class Embedder:
 
         tf.compat.v1.logging.set_verbosity(verbosity)
         graph = tf.Graph()
-        with graph.as_default(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # tf.compat.v1.layers deprecation notices
-            with tf.name_scope("model"):   # the stock extractor's scope (variable names do not depend on it)
-                x = tf.compat.v1.placeholder(tf.float32, [None, PATCH_FRAMES, N_MELS], name="patches")
-                layers = musicnn_models.define_model(x, False, self.model, N_TAGS)
-                tags = tf.nn.sigmoid(layers[0])
-                if self.layer == "tags":
-                    feature = tags
-                elif "vgg" in self.model:   # pool5: (patches, 2, 1, 128) -> 256
-                    feature = tf.compat.v1.layers.flatten(layers[5])
-                else:
-                    feature = dict(zip(("mean_pool", "max_pool", "penultimate"), layers[6:9]))[self.layer]
-            saver = tf.compat.v1.train.Saver()
-            session_config = tf.compat.v1.ConfigProto(
-                intra_op_parallelism_threads=self.threads, inter_op_parallelism_threads=1,
-                use_per_session_threads=True, device_count={"GPU": 0})
-            session = tf.compat.v1.Session(graph=graph, config=session_config)
-            saver.restore(session, str(_weights_dir(self.model)) + "/")
+        try:
+            with graph.as_default(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # tf.compat.v1.layers deprecation notices
+                with tf.name_scope("model"):   # the stock extractor's scope (variable names do not depend on it)
+                    x = tf.compat.v1.placeholder(tf.float32, [None, PATCH_FRAMES, N_MELS], name="patches")
+                    layers = musicnn_models.define_model(x, False, self.model, N_TAGS)
+                    tags = tf.nn.sigmoid(layers[0])
+                    if self.layer == "tags":
+                        feature = tags
+                    elif "vgg" in self.model:   # pool5: (patches, 2, 1, 128) -> 256
+                        feature = tf.compat.v1.layers.flatten(layers[5])
+                    else:
+                        feature = dict(zip(("mean_pool", "max_pool", "penultimate"), layers[6:9]))[self.layer]
+                saver = tf.compat.v1.train.Saver()
+                session_config = tf.compat.v1.ConfigProto(
+                    intra_op_parallelism_threads=self.threads, inter_op_parallelism_threads=1,
+                    use_per_session_threads=True, device_count={"GPU": 0})
+                session = tf.compat.v1.Session(graph=graph, config=session_config)
+                saver.restore(session, str(_weights_dir(self.model)) + "/")
+        finally:   # Keras models built before the graph may be unusable now (module doc), whatever happened
+            _count_build()
         graph.finalize()
         log.info("musicnn %s loaded (own graph and session, %d thread(s))", self.name, self.threads)
         return session, x, {"embedding": feature, "tags": tags}
@@ -219,3 +228,13 @@ class Embedder:
 
 _SHARED: dict[tuple[str, str, int, int, int | None], Embedder] = {}
 _SHARED_LOCK = threading.Lock()
+#: Embedder graphs built in this process (:func:`generation`).
+_GENERATION = 0
+_GENERATION_LOCK = threading.Lock()
+
+
+def _count_build() -> None:
+    """One more embedder graph built in this process (:func:`generation`)."""
+    global _GENERATION
+    with _GENERATION_LOCK:
+        _GENERATION += 1

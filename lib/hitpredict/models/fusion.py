@@ -17,22 +17,11 @@ import functools
 from typing import Any
 
 from hitpredict.keras_compat import keras
-from hitpredict.models.heads import ModelSpec, tags_input
+from hitpredict.models.heads import ModelSpec, head_activation, head_logits, tags_input
 from hitpredict.models.inception import inception_branch, inception_input
 
 #: The name of the layer that holds the learned weight (its one variable is ``g``, the weight ``sigmoid(g)``).
 WEIGHT_LAYER = "fusion_weight"
-
-
-def branch_width(spec: ModelSpec) -> int:
-    """Output units of a head for ``spec.task``: n_classes for multiclass, else 1."""
-    return spec.n_classes if spec.task == "multiclass" else 1
-
-
-def _activation(spec: ModelSpec) -> tuple[str, str]:
-    """(Keras activation, layer name) of ``spec.task``'s head, named as :func:`~hitpredict.models.heads.head`
-    names it."""
-    return {"binary": ("sigmoid", "prob"), "regression": ("linear", "value")}.get(spec.task, ("softmax", "probs"))
 
 
 def build_fusion(spec: ModelSpec, tag_units: int = 32, dropout: float = 0.2) -> Any:
@@ -40,19 +29,19 @@ def build_fusion(spec: ModelSpec, tag_units: int = 32, dropout: float = 0.2) -> 
 
     Inputs, as the branches need them: ``mel`` (batch, ``spec.n_mels``, frames, 1), any frames, and ``tags``
     (batch, ``spec.tags_size``), normalised. The mel branch is :func:`~hitpredict.models.inception.inception_branch`
-    then a Dense to the head's width; the tags branch one ReLU layer of ``tag_units`` (then ``dropout``) and a
-    Dense to that width. Output (batch, 1) or (batch, n_classes). An uncompiled Keras 2 model named ``fusion``.
+    then the head's logits (:func:`~hitpredict.models.heads.head_logits`); the tags branch one ReLU layer of
+    ``tag_units`` (then ``dropout``) and the head's logits. The mix goes through the head's activation, in a
+    layer named as the head's (:func:`~hitpredict.models.heads.head_activation`). Output (batch, 1) or
+    (batch, n_classes). An uncompiled Keras 2 model named ``fusion``.
     ``ValueError`` when the tags branch is on and ``spec.tags_size`` is 0 (the dataset has no tags).
     """
     k = keras()
-    width = branch_width(spec)
     inputs, logits = [], []
     if "mel" in spec.fusion_branches:
         mel = inception_input(spec)
         features = inception_branch(spec, mel)
         inputs.append(mel)
-        logits.append(k.layers.Dense(width, kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed),
-                                     name="mel_logits")(features))
+        logits.append(head_logits(spec, features, "mel_logits", spec.seed))
     if "tags" in spec.fusion_branches:
         if spec.tags_size < 1:
             raise ValueError("the fusion family's tags branch needs tag probabilities: spec.tags_size is 0 (the "
@@ -63,10 +52,9 @@ def build_fusion(spec: ModelSpec, tag_units: int = 32, dropout: float = 0.2) -> 
                            name="tags_dense")(tags)
         x = k.layers.Dropout(dropout, seed=spec.seed + 7, name="tags_dropout")(x)
         inputs.append(tags)
-        logits.append(k.layers.Dense(width, kernel_initializer=k.initializers.GlorotUniform(seed=spec.seed + 8),
-                                     name="tags_logits")(x))
+        logits.append(head_logits(spec, x, "tags_logits", spec.seed + 8))
     mixed = fusion_weight_layer()(name=WEIGHT_LAYER)(logits) if len(logits) == 2 else logits[0]
-    activation, name = _activation(spec)
+    activation, name = head_activation(spec)
     out = k.layers.Activation(activation, name=name)(mixed)
     return k.Model(inputs if len(inputs) > 1 else inputs[0], out, name="fusion")
 

@@ -73,17 +73,41 @@ def tags_input(spec: ModelSpec) -> Any:
     return keras().Input(shape=(spec.tags_size,), name="tags")
 
 
+#: Each task's output layer: (Keras activation, layer name).
+_OUTPUT = {"binary": ("sigmoid", "prob"), "regression": ("linear", "value"), "multiclass": ("softmax", "probs")}
+
+
+def head_width(spec: ModelSpec) -> int:
+    """Output units of ``spec.task``'s head: ``spec.n_classes`` for multiclass, else 1."""
+    return spec.n_classes if spec.task == "multiclass" else 1
+
+
+def head_activation(spec: ModelSpec) -> tuple[str, str]:
+    """(Keras activation, layer name) of ``spec.task``'s head: sigmoid ``prob`` (binary), linear ``value``
+    (regression) or softmax ``probs`` (multiclass)."""
+    return _OUTPUT[spec.task]
+
+
+def head_logits(spec: ModelSpec, features: Any, name: str, seed: int) -> Any:
+    """The units of ``spec.task``'s head before its activation, on top of ``features`` (batch, width): a Dense
+    layer ``name`` of :func:`head_width` units, Glorot-uniform initialised with ``seed``; (batch, head width)."""
+    return _dense(spec, features, None, name, seed)
+
+
 def head(spec: ModelSpec, features: Any) -> Any:
     """The output layer for ``spec.task`` on top of ``features`` (batch, width): one sigmoid unit
     (binary, probability 0-1), one linear unit (regression) or ``spec.n_classes`` softmax units
-    (multiclass); output shape (batch, 1) or (batch, n_classes)."""
+    (multiclass); output shape (batch, 1) or (batch, n_classes). One Dense layer (:func:`head_activation`
+    names it), Glorot-uniform initialised with ``spec.seed``."""
+    activation, name = head_activation(spec)
+    return _dense(spec, features, activation, name, spec.seed)
+
+
+def _dense(spec: ModelSpec, features: Any, activation: str | None, name: str, seed: int) -> Any:
+    """A Dense layer of the head's width on ``features``, Glorot-uniform initialised with ``seed``."""
     k = keras()
-    init = k.initializers.GlorotUniform(seed=spec.seed)
-    if spec.task == "binary":
-        return k.layers.Dense(1, activation="sigmoid", kernel_initializer=init, name="prob")(features)
-    if spec.task == "regression":
-        return k.layers.Dense(1, activation="linear", kernel_initializer=init, name="value")(features)
-    return k.layers.Dense(spec.n_classes, activation="softmax", kernel_initializer=init, name="probs")(features)
+    return k.layers.Dense(head_width(spec), activation=activation,
+                          kernel_initializer=k.initializers.GlorotUniform(seed=seed), name=name)(features)
 
 
 def loss_and_metrics(spec: ModelSpec) -> tuple[str, list[Any]]:

@@ -45,12 +45,12 @@ def score_file(path: str | Path, models: list[ResolvedModel], settings: ScoreSet
         raise ScoreError(f"{path}: cannot read: {exc.strerror}") from None
     bundles = [model.bundle or ModelBundle.load(model.bundle_dir) for model in models]
     # Building musicnn's graph (tf.compat.v1 layers) invalidates the Keras models built before it in this
-    # process: build the embedders first, then load the bundles that read them afresh.
-    names = {name for name in (bundle.embedder_name() for bundle in bundles) if name}
-    if names:
-        for name in sorted(names):
-            _embedder(name, path)
-        bundles = [ModelBundle.load(model.bundle_dir) for model in models]
+    # process: build the embedders first, then use only bundles loaded since the last embedder build (a
+    # resolved model's bundle may be older than an embedder built after it, e.g. in a notebook).
+    for name in sorted({name for name in (bundle.embedder_name() for bundle in bundles) if name}):
+        _embedder(name, path)
+    bundles = [bundle if not bundle.outdated else ModelBundle.load(model.bundle_dir)
+               for model, bundle in zip(models, bundles)]
     # the summary vector costs as much as the spectrogram: make it only for models that read it
     with_summary = any("summary" in bundle.inputs for bundle in bundles)
     features: dict[tuple[AudioParams, str | None], dict] = {}

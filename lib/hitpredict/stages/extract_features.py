@@ -25,7 +25,9 @@ import pyarrow as pa
 
 from hitpredict.audio import DecodedClip, DecodeLimits, decode_clip
 from hitpredict.audio_params import AudioParams
-from hitpredict.clip_features import DETAIL_CHARS, EMBED_INPUT, add_embeddings, failed_row, features_row
+from hitpredict.clip_features import (
+    DETAIL_CHARS, EMBED_INPUT, add_embeddings, embedding_failed, failed_row, features_row,
+)
 from hitpredict.config import Config, EmbeddingConfig
 from hitpredict.embeddings import Embedder
 from hitpredict.features import keep_freed_memory
@@ -119,7 +121,7 @@ class FeatureTask:
                 log.error("the embedder could not be built: %s", exc)
                 for row in rows:
                     if row.pop(EMBED_INPUT, None) is not None:
-                        row["error_detail"] = f"embedding failed: {type(exc).__name__}: {exc}"[:DETAIL_CHARS]
+                        embedding_failed(row, exc)
             if embedder is not None:
                 cpu = add_embeddings(rows, embedder)
                 if self.cost is not None:

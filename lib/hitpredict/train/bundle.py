@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hitpredict.embeddings import generation
 from hitpredict.errors import HitpredictError
 from hitpredict.models import TIME_LOCAL_TRUNKS, VECTOR_INPUTS, ModelSpec, build_model, split_model, windowed
 from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
@@ -75,6 +76,8 @@ class ModelBundle:
     model: Any = field(default=None, repr=False, compare=False)
     _parts: Any = field(default=None, repr=False, compare=False)   # (trunk, head) for local occlusion
     _graphs: dict = field(default_factory=dict, repr=False, compare=False)
+    #: The embedder generation (:func:`hitpredict.embeddings.generation`) its model was built under.
+    _generation: int = field(default_factory=generation, repr=False, compare=False)
 
     # ----------------------------------------------------------------- persistence
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +125,12 @@ class ModelBundle:
         except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a bad file
             raise BundleError(f"corrupt model weights {weights_path}: {type(exc).__name__}: {exc}") from None
         return bundle
+
+    @property
+    def outdated(self) -> bool:
+        """Whether a musicnn embedder was built in this process since the model was: its graph leaves Keras
+        models built before it unusable (:mod:`hitpredict.embeddings`), so load the bundle again."""
+        return self._generation != generation()
 
     def embedder_name(self) -> str | None:
         """The pretrained embedding (``features.embedding_model``, e.g. ``MTT_musicnn/penultimate``) this model

@@ -138,11 +138,20 @@ class HitpredictModel(PythonModel):
         """Load the bundle folder MLflow stored as the ``bundle`` artifact (Keras 2 selected first, so a
         user's own process needs no hitpredict environment variable)."""
         ensure_keras2()
-        self.bundle = ModelBundle.load(context.artifacts["bundle"])
+        self.folder = context.artifacts["bundle"]
+        self.bundle = ModelBundle.load(self.folder)
         name = self.bundle.embedder_name()
         if name:   # musicnn's graph invalidates Keras models built before it: embedder first, then the model
             _embedder(name)
-            self.bundle = ModelBundle.load(context.artifacts["bundle"])
+            self._current()
+
+    def _current(self) -> ModelBundle:
+        """The bundle, loaded again when a musicnn embedder was built in this process since it was loaded
+        (another model's, or ``score FILE``'s): the embedder's graph leaves Keras models built before it
+        unusable."""
+        if self.bundle.outdated:
+            self.bundle = ModelBundle.load(self.folder)
+        return self.bundle
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """``model_input`` (n rows, each with ``audio``, ``path`` or ``mel`` + ``summary``) -> the model's
@@ -155,7 +164,7 @@ class HitpredictModel(PythonModel):
             mel, summary, vectors = model_features(self.bundle, model_input)
         except BundleError as exc:
             raise MlflowException.invalid_parameter_value(f"hitpredict: {exc}") from None
-        out = self.bundle.predict(mel, summary, vectors=vectors)
+        out = self._current().predict(mel, summary, vectors=vectors)
         names = self.bundle.label_names if self.bundle.spec.task == "multiclass" else [
             target_named(self.bundle.target).output_column]
         return pd.DataFrame(out, columns=names, index=model_input.index)
