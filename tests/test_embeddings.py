@@ -59,9 +59,9 @@ def test_config_switch_and_layer_check():
     assert EmbeddingConfig(enabled=False).active is False
     assert EmbeddingConfig().active is musicnn_installed()   # the default: on when installed
     assert EmbeddingConfig(model="MTT_vgg", layer="pool5", max_patches=None).name == "MTT_vgg/pool5"
-    assert EmbeddingConfig().name == "MTT_musicnn/penultimate/patches=3"   # the default samples 3 patches
+    assert EmbeddingConfig().name == "MSD_musicnn/max_pool/patches=3"   # the default samples 3 patches
     # one name format, read back by Embedder.named (a bundle's embedding_model -> its embedder)
-    assert parse_embedding_name(EmbeddingConfig().name) == ("MTT_musicnn", "penultimate", 3)
+    assert parse_embedding_name(EmbeddingConfig().name) == ("MSD_musicnn", "max_pool", 3)
     assert parse_embedding_name(embedding_name("MSD_vgg", "pool5", None)) == ("MSD_vgg", "pool5", None)
     with pytest.raises(ValueError, match="not an embedding model name: 'MTT_musicnn/penultimate/3'"):
         parse_embedding_name("MTT_musicnn/penultimate/3")
@@ -371,15 +371,15 @@ def test_extract_features_stores_embeddings_and_reports_their_cost(spark, tmp_pa
     assert fetch_previews.run(config, spark, lake).ok == 2
     report = extract_features.run(config, spark, lake)
     assert report.ok == 2
-    assert "embedding MTT_musicnn/penultimate/patches=3:" in report.notes and "CPU-s per clip over 2" in report.notes
-    per_clip = float(report.notes.split("embedding MTT_musicnn/penultimate/patches=3: ")[1].split()[0])
+    assert "embedding MSD_musicnn/max_pool/patches=3:" in report.notes and "CPU-s per clip over 2" in report.notes
+    per_clip = float(report.notes.split("embedding MSD_musicnn/max_pool/patches=3: ")[1].split()[0])
     assert 0.0 < per_clip < 30.0
     names = {r.track_id: r.audio_uri.rsplit("/", 1)[-1] for r in lake.read("catalogue").collect()}
     rows = {names[r["track_id"]]: r for r in lake.read_arrow("features").to_pylist()}
     embedder = Embedder.from_config(config.embedding)
     for name, data in wavs.items():
         row = rows[name]
-        assert row["embedding_model"] == "MTT_musicnn/penultimate/patches=3" and len(row["tags"]) == 50
+        assert row["embedding_model"] == "MSD_musicnn/max_pool/patches=3" and len(row["tags"]) == 50
         alone = features_row("x", None, data, AudioParams.from_config(config.audio), config.audio.min_seconds,
                              embedder=embedder)
         assert row["embedding"] == alone["embedding"] and row["tags"] == alone["tags"]

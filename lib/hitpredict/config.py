@@ -275,11 +275,13 @@ class EmbeddingConfig(_Section):
     #: On or off; ``null`` (the default): on when the ``musicnn`` package is installed.
     enabled: bool | None = None
     #: Which of the wheel's four models (MTT: MagnaTagATune, MSD: Million Song Dataset tags) ...
-    model: Literal["MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg"] = "MTT_musicnn"
+    model: Literal["MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg"] = "MSD_musicnn"
     #: ... and which layer, averaged over the clip's 3 s patches, is the ``embedding`` column (the 50 tag
     #: probabilities are always stored too): musicnn: penultimate (200) | max_pool | mean_pool (753) | tags
-    #: (50); vgg: pool5 (256) | tags.
-    layer: Literal["penultimate", "max_pool", "mean_pool", "pool5", "tags"] = "penultimate"
+    #: (50); vgg: pool5 (256) | tags. The default, MSD_musicnn's max_pool, is the real-audio bench's choice
+    #: (``bench/embedding_choice.py``: grouped cross-validation on its training clips; README, "Pretrained
+    #: music embeddings").
+    layer: Literal["penultimate", "max_pool", "mean_pool", "pool5", "tags"] = "max_pool"
     #: Clips whose patches one TensorFlow run takes together. 1 (the default) keeps "same bytes, same bits"
     #: whatever else a task holds: with more, oneDNN's results for a clip differ (about 1e-6) with its
     #: neighbours, for about 3% less CPU (measured: 0.411 CPU-s per clip at 1, 0.396 at 8).
