@@ -1,7 +1,7 @@
 """Training throughput: Petastorm-fed Horovod process vs the same model fed from memory.
 
 The original studies loaded every spectrogram into one numpy array and called
-``model.fit`` on it. hitpredict streams the examples table through Petastorm into
+``model.fit`` on it. hitpredict streams the examples joined with their features through Petastorm into
 Horovod processes instead, decoding float16 bytes in the tf.data pipeline. This
 measures training samples per second of:
 
@@ -40,7 +40,7 @@ from hitpredict.keras_compat import ensure_keras2
 ensure_keras2()   # Keras 2 here and in the in-memory child this script starts
 
 
-def in_memory(plan_path: str, examples_path: str) -> None:
+def in_memory(plan_path: str, examples_path: str, features_path: str) -> None:
     """The studies' way: every spectrogram in one array, ``model.fit(x, y)``. Prints samples/s."""
     import tensorflow as tf
     from deltalake import DeltaTable
@@ -54,7 +54,8 @@ def in_memory(plan_path: str, examples_path: str) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(plan.threads_per_process)
     tf.config.threading.set_inter_op_parallelism_threads(plan.threads_per_process)
     table = DeltaTable(examples_path).to_pandas()
-    train = table[table["split"] == "train"]
+    features = DeltaTable(features_path).to_pandas()[["track_id", "mel", "summary"]]
+    train = table[table["split"] == "train"].merge(features, on="track_id")   # as train_model joins them
     x = model_inputs(np.array(train["mel"].tolist(), dtype=object), np.stack(train["summary"]), plan.inputs,
                      plan.spec.n_mels, plan.spec.frames, plan.norm)
     x = {k: v.numpy() for k, v in x.items()}
@@ -71,23 +72,29 @@ def in_memory(plan_path: str, examples_path: str) -> None:
 
 
 def write_examples(lake, rows: int, n_mels: int, frames: int, seed: int = 0) -> dict:
-    """``rows`` random training examples (and a few validation/test rows) plus their datasets row."""
+    """``rows`` random training examples (and a few validation/test rows), their tracks' features rows and
+    their datasets row."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     now = dt.datetime.now(dt.timezone.utc)
     ds = "ds-bench"
     splits = ["train"] * rows + ["validation"] * 32 + ["test"] * 8
-    chunk = []
+    chunk, features = [], []
     for i, split in enumerate(splits):
         chunk.append({"track_id": f"t{i:06d}", "primary_artist": f"a{i}", "audio_sha256": f"h{i}", "split": split,
-                      "target": "popular", "label": float(i % 2), "label_name": None,
-                      "mel": rng.normal(-40, 12, (n_mels, frames)).astype(np.float16).tobytes(),
-                      "mel_shape": [n_mels, frames], "summary": rng.normal(0, 1, 62).astype(np.float32).tolist(),
-                      "embedding": None, "tags": None, "dataset_id": ds, "created_at": now})
+                      "target": "popular", "label": float(i % 2), "label_name": None, "dataset_id": ds,
+                      "created_at": now})
+        features.append({"track_id": f"t{i:06d}", "audio_sha256": f"h{i}", "status": "ok", "error_kind": None,
+                         "error_detail": None, "duration_s": 30.0,
+                         "mel": rng.normal(-40, 12, (n_mels, frames)).astype(np.float16).tobytes(),
+                         "mel_shape": [n_mels, frames], "summary": rng.normal(0, 1, 62).astype(np.float32).tolist(),
+                         "audio_params": "{}", "extracted_at": now, "embedding": None, "tags": None,
+                         "embedding_model": None})
         if len(chunk) == 128 or i == len(splits) - 1:
+            lake.append("features", lake.frame("features", pd.DataFrame(features)))
             lake.append("examples", lake.frame("examples", pd.DataFrame(chunk)))
-            chunk = []
+            chunk, features = [], []
     record = {"dataset_id": ds, "target": "popular", "threshold": 39.0, "label_names": ["not_popular", "popular"],
               "split_counts": "{}", "mel_mean": [-40.0] * n_mels, "mel_std": [12.0] * n_mels,
               "summary_mean": [0.0] * 62, "summary_std": [1.0] * 62, "embedding_mean": None, "embedding_std": None,
@@ -99,15 +106,13 @@ def write_examples(lake, rows: int, n_mels: int, frames: int, seed: int = 0) -> 
 
 def petastorm_rate(spark, lake, config, record, num_proc: int) -> tuple[float, object]:
     """Samples/s of ``num_proc`` Petastorm-fed Horovod processes, via train_model's own pieces."""
-    from pyspark.sql import functions as F
-
     from hitpredict.stages.train_model import (
-        _local_threads, check_examples, make_plan, samples_per_second, train_on_processes,
+        _local_threads, check_examples, make_plan, samples_per_second, train_on_processes, training_rows,
     )
 
     keys = check_examples(lake, record, num_proc)
     plan = make_plan(config, record, keys, num_proc, config.train.family, None, _local_threads(spark, num_proc))
-    examples = lake.read("examples").where(F.col("dataset_id") == record["dataset_id"])
+    examples = training_rows(lake, record["dataset_id"])
     ranks = train_on_processes(spark, examples, plan, num_proc, config.train.petastorm_cache)
     return samples_per_second(ranks), plan
 
@@ -117,7 +122,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=384)
     parser.add_argument("--family", default="cnn")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--in-memory", nargs=2, metavar=("PLAN", "EXAMPLES"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory", nargs=3, metavar=("PLAN", "EXAMPLES", "FEATURES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_memory:
         in_memory(*args.in_memory)
@@ -145,8 +150,8 @@ def main() -> None:
     plan_path = work / "plan.pkl"
     plan_path.write_bytes(pickle.dumps(plan))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, __file__, "--in-memory", str(plan_path), lake.location("examples")],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, __file__, "--in-memory", str(plan_path), lake.location("examples"),
+                           lake.location("features")], capture_output=True, text=True, check=True)
     memory = json.loads(done.stdout.strip().splitlines()[-1])["samples_per_s"]
     print(f"in-memory numpy -> model.fit:     {memory:7.1f} samples/s  ({time.monotonic() - started:.0f}s)")
     started = time.monotonic()

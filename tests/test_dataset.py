@@ -13,6 +13,7 @@ from hitpredict.dataset import (
     LABEL_RULES, DatasetError, RunningMoments, assign_splits, check_classes, check_shapes, label_examples,
     popular_threshold, split_groups,
 )
+from hitpredict.schemas import EXAMPLES
 from hitpredict.stages import build_dataset
 from hitpredict.targets import TARGETS
 
@@ -228,6 +229,7 @@ def test_stage_writes_grouped_examples_and_training_only_statistics(spark, lake)
     report = build_dataset.run(dataset_config(popular_threshold="null", popular_quantile=0.5), spark, lake)
     assert report.ok == 72
     examples = lake.read("examples").toPandas()
+    assert list(examples.columns) == EXAMPLES.names and "mel" not in EXAMPLES.names   # keys only: no copies
     assert examples.groupby("primary_artist")["split"].nunique().max() == 1       # no artist in two splits
     assert examples.groupby("audio_sha256")["split"].nunique().max() == 1         # identical audio together
     assert set(examples["split"]) == {"train", "validation", "test"}
@@ -237,7 +239,8 @@ def test_stage_writes_grouped_examples_and_training_only_statistics(spark, lake)
     assert record["threshold"] == pytest.approx(float(np.quantile(train_pop, 0.5)))
     assert (examples["label"] == (examples["track_id"].map(
         lake.read("catalogue").toPandas().set_index("track_id")["popularity"]) >= record["threshold"])).all()
-    mels = np.stack([np.frombuffer(m, np.float16).reshape(16, 8).astype(np.float32) for m in train["mel"]])
+    train_mel = features.set_index("track_id").loc[train["track_id"], "mel"]   # the statistics read the features
+    mels = np.stack([np.frombuffer(m, np.float16).reshape(16, 8).astype(np.float32) for m in train_mel])
     assert np.allclose(record["mel_mean"], mels.mean(axis=(0, 2)), atol=1e-3)
     assert np.allclose(record["mel_std"], mels.transpose(1, 0, 2).reshape(16, -1).std(axis=1), atol=1e-3)
     counts = json.loads(record["split_counts"])
@@ -316,16 +319,22 @@ def test_vector_statistics_need_every_example_one_model_and_one_length():
         "embedding: the training examples' vectors have mixed lengths [2, 3]"
 
 
-def test_examples_carry_the_embedding_and_tags_and_datasets_their_training_statistics(spark, lake):
+def test_training_rows_join_the_features_and_datasets_hold_the_vectors_training_statistics(spark, lake):
+    from hitpredict.stages import train_model
+
     seed_lake(lake, duplicate_audio=False, embedding_model=lambda track: "MTT_musicnn/penultimate")
     report = build_dataset.run(dataset_config(), spark, lake)
     assert report.ok == 72 and report.details == ["popularity from: label 72"]
-    examples = lake.read("examples").toPandas().set_index("track_id")
-    features = lake.read("features").toPandas().set_index("track_id")
-    for column in ("embedding", "tags"):
-        assert all(np.array_equal(examples.loc[t, column], features.loc[t, column]) for t in examples.index)
     record = lake.read_arrow("datasets").to_pylist()[0]
-    train = examples[examples["split"] == "train"]
+    examples = lake.read("examples").toPandas().set_index("track_id")
+    joined = train_model.training_rows(lake, record["dataset_id"]).toPandas().set_index("track_id")
+    features = lake.read("features").toPandas().set_index("track_id")
+    assert sorted(joined.index) == sorted(examples.index) and len(joined) == 72
+    assert (joined["split"] == examples.loc[joined.index, "split"]).all()
+    assert (joined["label"] == examples.loc[joined.index, "label"]).all()
+    for column in ("mel", "summary", "embedding", "tags"):   # each example's own track's features, joined
+        assert all(np.array_equal(joined.loc[t, column], features.loc[t, column]) for t in joined.index), column
+    train = joined[joined["split"] == "train"]
     embedding, tags = np.stack(train["embedding"]), np.stack(train["tags"])
     np.testing.assert_allclose(record["embedding_mean"], embedding.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(record["embedding_std"], embedding.std(axis=0), atol=1e-5)
@@ -345,15 +354,16 @@ def test_a_dataset_with_missing_embeddings_says_so_and_the_embed_family_is_refus
         "train on this dataset",
         "tags: missing for 12 of 72 examples (their features have no embedding): the fusion family's tags branch "
         "cannot train on this dataset"]
-    examples = lake.read("examples").toPandas()
-    assert examples["embedding"].isna().sum() == 12 and examples["tags"].isna().sum() == 12
     record = lake.read_arrow("datasets").to_pylist()[0]
+    examples = train_model.training_rows(lake, record["dataset_id"]).toPandas()
+    assert examples["embedding"].isna().sum() == 12 and examples["tags"].isna().sum() == 12
     assert record["embedding_mean"] is None and record["tags_mean"] is None and record["embedding_model"] is None
     config = load_config(None, [f"train.petastorm_cache={tmp_path / 'petastorm'}",
                                 f"train.output_dir={tmp_path / 'models'}"], environ={})
     for family in ("embed", "fusion"):
         with pytest.raises(DatasetError, match=rf"^dataset {record['dataset_id']}: the {family} family reads the "
-                                               rf"examples' (embedding|tags) column, but not every example has one"):
+                                               rf"(embedding|tags) column of the examples' features, but not every "
+                                               rf"example has one"):
             train_model.run(config, spark, lake, family=family, num_proc=1)
     assert not (tmp_path / "petastorm").exists() and not (tmp_path / "models").exists()
     tags_dropped = load_config(None, ["train.fusion_branches=[mel]"], environ={})

@@ -1,4 +1,4 @@
-"""The embed and fusion families train through the real path: examples with embedding and tags columns ->
+"""The embed and fusion families train through the real path: examples joined with features' embedding and tags ->
 Petastorm -> one Horovod process -> Keras, and learn a label planted only in those vectors."""
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ def planted_dataset(lake, n=160, seed=0) -> dict:
              "target": "popular", "label": label[i], "label_name": None,
              "mel": rng.normal(-30, 6, (N_MELS, FRAMES)).astype(np.float16).tobytes(), "mel_shape": [N_MELS, FRAMES],
              "summary": rng.normal(0, 1, SUMMARY).astype(np.float32).tolist(), "embedding": embedding[i].tolist(),
-             "tags": tags[i].tolist(), "dataset_id": "ds-planted", "created_at": NOW} for i in range(n)]
+             "tags": tags[i].tolist(), "dataset_id": "ds-planted", "created_at": NOW, "status": "ok",
+             "error_kind": None, "error_detail": None, "duration_s": 30.0, "audio_params": "{}", "extracted_at": NOW,
+             "embedding_model": "test/planted"} for i in range(n)]
+    # One row per track: its features (spectrogram, summary, embedding, tags) and its example (keys, label).
+    lake.append("features", lake.frame("features", pd.DataFrame(rows)))
     lake.append("examples", lake.frame("examples", pd.DataFrame(rows)))
     train = split == "train"
     record = {"dataset_id": "ds-planted", "target": "popular", "threshold": 39.0,
@@ -46,10 +50,12 @@ def planted_dataset(lake, n=160, seed=0) -> dict:
 
 
 def test_column_list_matches_the_examples_schema():
-    """Every column planted_dataset writes is an examples/datasets column (lake.frame drops others silently)."""
-    from hitpredict.schemas import DATASETS, EXAMPLES
+    """Every column planted_dataset writes is a features/examples/datasets column (lake.frame drops others
+    silently): the vectors are features' columns, which training joins to the examples."""
+    from hitpredict.schemas import DATASETS, EXAMPLES, FEATURES
 
-    assert {"embedding", "tags"} <= set(EXAMPLES.names)
+    assert {"embedding", "tags", "mel", "summary"} <= set(FEATURES.names)
+    assert not {"embedding", "tags", "mel", "summary"} & set(EXAMPLES.names)
     assert {"embedding_mean", "embedding_std", "tags_mean", "tags_std", "embedding_model"} <= set(DATASETS.names)
 
 

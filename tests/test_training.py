@@ -99,8 +99,9 @@ def test_model_reloads_in_a_fresh_process_and_reproduces_its_test_predictions(cn
         configure(MlflowConfig(tracking_uri={config.mlflow.tracking_uri!r}))
         expected = pd.read_csv({cnn_two.evaluation_dir + '/test_predictions.csv'!r})
         examples = DeltaTable({lake.location('examples')!r}).to_pandas()
+        features = DeltaTable({lake.location('features')!r}).to_pandas().set_index("track_id")
         test = examples[(examples.dataset_id == {cnn_two.dataset_id!r}) & (examples.split == "test")]
-        test = test.set_index("track_id").loc[expected.track_id]
+        test = features.loc[test.track_id].loc[expected.track_id]   # the examples' spectrograms live in features
         bundle = ModelBundle.load({cnn_two.bundle_dir!r})
         direct = bundle.predict(test.mel.tolist(), test.summary.tolist())[:, 0]
         served = mlflow.pyfunc.load_model("models:/hitpredict-popular/{cnn_two.model_version}").predict(
@@ -131,14 +132,18 @@ def test_multiclass_region_model_writes_a_confusion_matrix(planted, spark):
 
 
 def write_dataset(lake, splits_labels_shapes, target="popular"):
-    """A datasets row and examples rows written straight to the lake."""
+    """A datasets row, and examples rows with their tracks' features rows, written straight to the lake."""
     ds = "ds-test"
-    rows = []
+    rows, features = [], []
     for i, (split, label, shape) in enumerate(splits_labels_shapes):
         rows.append({"track_id": f"t{i}", "primary_artist": f"a{i}", "audio_sha256": f"h{i}", "split": split,
-                     "target": target, "label": float(label), "label_name": None,
-                     "mel": np.zeros(shape, np.float16).tobytes(), "mel_shape": list(shape), "summary": [0.0] * 4,
-                     "embedding": None, "tags": None, "dataset_id": ds, "created_at": NOW})
+                     "target": target, "label": float(label), "label_name": None, "dataset_id": ds,
+                     "created_at": NOW})
+        features.append({"track_id": f"t{i}", "audio_sha256": f"h{i}", "status": "ok", "error_kind": None,
+                         "error_detail": None, "duration_s": 30.0, "mel": np.zeros(shape, np.float16).tobytes(),
+                         "mel_shape": list(shape), "summary": [0.0] * 4, "audio_params": "{}", "extracted_at": NOW,
+                         "embedding": None, "tags": None, "embedding_model": None})
+    lake.append("features", lake.frame("features", pd.DataFrame(features)))
     lake.append("examples", lake.frame("examples", pd.DataFrame(rows)))
     lake.append("datasets", lake.frame("datasets", pd.DataFrame([{
         "dataset_id": ds, "target": target, "threshold": 39.0, "label_names": ["not_popular", "popular"],

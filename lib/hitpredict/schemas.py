@@ -97,19 +97,19 @@ FEATURES = pa.schema([
     _f("embedding_model", pa.string()),                 # e.g. "MTT_musicnn/penultimate"
 ])
 
+#: One row per track per dataset: keys, label and split only. The spectrogram, summary vector, embedding and
+#: tags stay in ``features`` (one row per track, never rewritten); training joins them on ``track_id``, so the
+#: lake stores each track's audio features once however many datasets use it. Tables written before this
+#: also hold copies of them (mel, mel_shape, summary, embedding, tags): readers select the columns declared
+#: here, and new rows leave those columns null.
 EXAMPLES = pa.schema([
     _f("track_id", pa.string(), nullable=False),
     _f("primary_artist", pa.string()),
-    _f("audio_sha256", pa.string()),
+    _f("audio_sha256", pa.string()),                    # of the features' audio, when the dataset was built
     _f("split", pa.string(), nullable=False),           # "train" | "validation" | "test"
     _f("target", pa.string(), nullable=False),          # which target this row is for
     _f("label", pa.float64()),                          # binary 0/1, regression value or class index
     _f("label_name", pa.string()),                      # class name for multiclass targets
-    _f("mel", pa.binary()),
-    _f("mel_shape", pa.list_(pa.int32())),
-    _f("summary", pa.list_(pa.float32())),
-    _f("embedding", pa.list_(pa.float32())),            # the features' pretrained embedding (null: none)
-    _f("tags", pa.list_(pa.float32())),                 # the features' tag probabilities (null: none)
     _f("dataset_id", pa.string(), nullable=False),      # one build_dataset run
     _f("created_at", TIMESTAMP, nullable=False),
 ])

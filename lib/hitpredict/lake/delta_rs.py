@@ -121,7 +121,10 @@ class DeltaRsLake(Lake):
     def _add_missing_columns(self, table: str) -> None:
         """Schema evolution: add the declared nullable columns an older table lacks (for example the
         ``features`` table's embedding columns), in one metadata commit. delta-rs would otherwise append
-        files carrying them without changing the table's schema, so Delta readers would not see them."""
+        files carrying them without changing the table's schema, so Delta readers would not see them.
+        Columns the table holds that are no longer declared (the ``examples`` table's copies of the features,
+        from an older release) stay: a commit keeps the table's schema, new files leave them out, and Delta
+        readers read them as null there (``read`` and ``read_columns`` return only the declared columns)."""
         from deltalake import DeltaTable, Field
 
         current = DeltaTable(self.location(table))

@@ -4,6 +4,9 @@ Runs on the driver (Spark writes the files). Needs delta-spark on the cluster (b
 Databricks runtimes). Keyed tables (``schemas.KEYS``) are insert-if-absent with
 ``MERGE INTO ... WHEN NOT MATCHED THEN INSERT *``, retried when a concurrent append committed
 first; unkeyed tables are plain appends carrying ``commit_info`` as the commit's ``userMetadata``.
+A table made by an older release may hold columns no longer declared (the ``examples`` table's
+copies of the features): reads select the declared ones, and writes fill the others with nulls
+(:func:`with_table_columns`).
 
 No test here runs this engine (its MERGE, OPTIMIZE and VACUUM need the delta-spark jars, which
 are not available offline); the behaviour it must share with ``delta-rs`` is described by
@@ -29,9 +32,21 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row
     from pyspark.sql.types import StructType
 
-__all__ = ["SparkDeltaLake"]
+__all__ = ["SparkDeltaLake", "with_table_columns"]
 
 log = logging.getLogger(__name__)
+
+
+def with_table_columns(df: "DataFrame", table_schema: "StructType") -> "DataFrame":
+    """``df`` with a typed null column for each column of ``table_schema`` (the table as stored) that it lacks,
+    after its own columns: what a write of the declared columns needs on a table made by an older release
+    that declared more (the ``examples`` table's copies of the features, for one), so that ``MERGE ... INSERT *``
+    and an append both find every column of the table and leave those null."""
+    from pyspark.sql import functions as F
+
+    have = set(df.columns)
+    extra = [F.lit(None).cast(f.dataType).alias(f.name) for f in table_schema.fields if f.name not in have]
+    return df.select(*df.columns, *extra) if extra else df
 
 
 def _is_commit_conflict(exc: BaseException) -> bool:
@@ -87,13 +102,18 @@ class SparkDeltaLake(Lake):
             return None
         return int(self._one_row(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 1")["version"])
 
+    def _stored(self, table: str) -> "DataFrame":
+        """Every column the existing ``table`` stores, the ones no longer declared included."""
+        if self._by_name():
+            return self.spark.read.table(self.location(table))
+        return self.spark.read.format("delta").load(self.location(table))
+
     def read(self, table: str) -> "DataFrame":
-        """The table's live rows, in its declared column order (empty if it does not exist)."""
+        """The table's live rows, its declared columns in their declared order (empty if it does not exist;
+        columns an older release declared and this one does not are left out)."""
         if not self.exists(table):
             return self._empty(table)
-        reader = self.spark.read
-        df = reader.table(self.location(table)) if self._by_name() else reader.format("delta").load(self.location(table))
-        return df.select(*[f.name for f in arrow_schema(table)])
+        return self._stored(table).select(*[f.name for f in arrow_schema(table)])
 
     def read_arrow(self, table: str) -> pa.Table:
         """The table's live rows as Arrow on the driver, with its declared schema (through Spark's own
@@ -124,6 +144,8 @@ class SparkDeltaLake(Lake):
             df = df.mapInArrow(transform, transform_output(transform_schema))
             df = df.select(*[c for c in arrow_schema(table).names if c in df.columns])
         df = conform(table, df)
+        if self.exists(table):   # a table from an older release may hold columns no longer declared
+            df = with_table_columns(df, self._stored(table).schema)
         if table_key(table):
             return self._merge_new_keys(table, df, commit_info)
         writer = df.write.format("delta").mode("append")

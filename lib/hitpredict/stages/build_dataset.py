@@ -1,9 +1,11 @@
-"""build_dataset: catalogue + features -> ``examples`` (split, label, spectrogram, embedding) + ``datasets``.
+"""build_dataset: catalogue + features -> ``examples`` (keys, split, label) + ``datasets`` (statistics).
 
 Splits and labels are computed on the driver from keys only (track, artist, audio hash,
-popularity), by :func:`hitpredict.dataset.label_examples`; spectrograms, summary vectors and the
-pretrained model's embeddings and tag probabilities are joined on the executors. Normalisation
-statistics come from the training split alone; those of the embedding and the tags only when every
+popularity), by :func:`hitpredict.dataset.label_examples`, and written as they are: an example holds
+no copy of its track's spectrogram, summary vector, embedding or tags (training joins them from
+``features`` on ``track_id``), so a dataset costs a few dozen bytes per track. The executors read
+the training split's features (a join on ``track_id``) for the normalisation statistics, which
+come from the training split alone; those of the embedding and the tags only when every
 example has them, from one embedding model (else the report says why the ``embed`` and ``fusion``
 families cannot train on the dataset). A build with the same config over the same inputs is found in
 ``datasets`` and not repeated.
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
-#: The pretrained model's per-clip vectors an example copies from its features (``features`` columns).
-VECTORS = VECTOR_INPUTS   # the per-clip vectors examples carry (embedding, tags)
+#: The pretrained model's per-clip vectors (``features`` columns) the statistics cover.
+VECTORS = VECTOR_INPUTS   # embedding, tags
 #: Who reads each vector, for the report line that says a dataset lacks it.
 USERS = {"embedding": "the embed family", "tags": "the fusion family's tags branch"}
 _MOMENTS_DDL = ("frames long, mel_total binary, mel_squares binary, "
@@ -148,18 +150,13 @@ def run(config: Config, spark: "SparkSession", lake: Lake) -> StageReport:
         return report
 
     now = dt.datetime.now(dt.timezone.utc)
-    keys = spark.createDataFrame(
-        rows[["track_id", "primary_artist", "split", "label", "label_name"]],
-        "track_id string, primary_artist string, split string, label double, label_name string",
-    )
-    features = lake.read("features").where("status = 'ok'").select("track_id", "audio_sha256", "mel", "mel_shape",
-                                                                  "summary", *VECTORS)
-    examples = (features.join(F.broadcast(keys), "track_id")
-                .withColumn("target", F.lit(meta["target"])).withColumn("dataset_id", F.lit(ds_id))
-                .withColumn("created_at", F.lit(now)))
-    lake.append("examples", examples, {"hitpredict.stage": "build_dataset", "hitpredict.dataset": ds_id})
+    examples = rows[["track_id", "primary_artist", "audio_sha256", "split", "label", "label_name"]].assign(
+        target=meta["target"], dataset_id=ds_id, created_at=now)
+    lake.append("examples", lake.frame("examples", examples),
+                {"hitpredict.stage": "build_dataset", "hitpredict.dataset": ds_id})
 
-    train = lake.read("examples").where((F.col("dataset_id") == ds_id) & (F.col("split") == "train"))
+    train_keys = spark.createDataFrame(rows.loc[rows["split"] == "train", ["track_id"]], "track_id string")
+    train = lake.read("features").where("status = 'ok'").join(F.broadcast(train_keys), "track_id")
     mel, summary = RunningMoments(), RunningMoments()
     parts = train.select("mel", "mel_shape", "summary", *VECTORS).mapInArrow(_moments_task, _MOMENTS_DDL).collect()
     for part in parts:

@@ -1,7 +1,9 @@
-"""train_model: examples -> Petastorm -> Horovod-distributed Keras -> evaluation -> MLflow.
+"""train_model: examples joined with features -> Petastorm -> Horovod-distributed Keras -> evaluation -> MLflow.
 
-The driver checks the dataset before any process starts (empty or single-class
-training split, mixed spectrogram shapes, too few rows to shard), materialises the
+An example holds a track's keys, label and split; its spectrogram, summary vector and pretrained
+vectors are read from ``features`` through a join on ``track_id`` (:func:`training_rows`). The driver
+checks the dataset before any process starts (empty or single-class training split, examples whose
+features are gone, mixed spectrogram shapes, too few rows to shard), materialises the
 training and validation splits with Petastorm, runs ``num_proc`` Horovod processes,
 then evaluates rank 0's best weights on the test split against the dummy baseline,
 writes JSON and PNGs, saves the model bundle and logs everything to MLflow.
@@ -71,11 +73,11 @@ class Training:
     """One run as decided before any process starts: the dataset, its examples, the plan and the run's folder."""
 
     record: dict[str, Any]      # the ``datasets`` row trained on
-    keys: pd.DataFrame          # (split, label) of every example of the dataset
+    keys: pd.DataFrame          # (track_id, split, label) of every example of the dataset
     plan: TrainPlan
     num_proc: int
     run_dir: Path               # <train.output_dir>/<target>-<family>-<UTC time>
-    examples: "DataFrame"       # the dataset's rows of the ``examples`` table
+    examples: "DataFrame"       # the dataset's examples joined with their features (:func:`training_rows`)
 
     @property
     def dataset_id(self) -> str:
@@ -113,12 +115,23 @@ def resolve_dataset(lake: Lake, dataset_id: str | None, target: str) -> dict[str
 
 
 def check_examples(lake: Lake, record: dict[str, Any], num_proc: int) -> pd.DataFrame:
-    """Refuse, before any process starts, a dataset that cannot be trained on.
+    """Refuse, before any process starts, a dataset that cannot be trained on: among others one with
+    examples whose track has no ok row in ``features`` any more (deleted or vacuumed: the examples hold
+    no copy), named with their count and a few of their track ids.
 
-    Returns the (split, label) of every example of the dataset.
+    Returns the (track_id, split, label) of every example of the dataset.
     """
-    keys = lake.read_columns("examples", ["dataset_id", "split", "label", "mel_shape"])
+    keys = lake.read_columns("examples", ["dataset_id", "track_id", "split", "label"])
     keys = keys.filter(pc.equal(keys.column("dataset_id"), record["dataset_id"])).to_pandas()
+    features = lake.read_columns("features", ["track_id", "status", "mel_shape"])
+    features = features.filter(pc.equal(features.column("status"), "ok")).to_pandas()
+    keys = keys.merge(features[["track_id", "mel_shape"]], on="track_id", how="left")
+    missing = keys.loc[keys["mel_shape"].isna(), "track_id"].sort_values()
+    if len(missing):
+        shown = ", ".join(missing.head(3)) + (", ..." if len(missing) > 3 else "")
+        raise DatasetError(f"dataset {record['dataset_id']}: {len(missing)} of {len(keys)} examples have no ok row "
+                           f"in the features table (track_id {shown}); their features were deleted or vacuumed "
+                           f"after the dataset was built: run extract_features, then build_dataset again")
     check_shapes(keys["mel_shape"].tolist())
     check_classes(keys["label"], keys["split"], record["target"])
     counts = keys["split"].value_counts().to_dict()
@@ -127,7 +140,7 @@ def check_examples(lake: Lake, record: dict[str, Any], num_proc: int) -> pd.Data
             raise DatasetError(f"dataset {record['dataset_id']}: the {split} split has {counts.get(split, 0)} rows, "
                                f"fewer than the {num_proc} training processes that each need a shard "
                                f"(rows per split: {counts})")
-    return keys[["split", "label"]]
+    return keys[["track_id", "split", "label"]]
 
 
 def check_vectors(record: dict[str, Any], family: str, inputs: tuple[str, ...], norm: Normalisation) -> None:
@@ -136,10 +149,11 @@ def check_vectors(record: dict[str, Any], family: str, inputs: tuple[str, ...], 
     has that vector, from one embedding model. ``DatasetError`` names the dataset and the column."""
     for name in VECTOR_INPUTS:
         if name in inputs and not norm.vector_stats(name)[0]:
-            raise DatasetError(f"dataset {record['dataset_id']}: the {family} family reads the examples' {name} "
-                               f"column, but not every example has one from one embedding model (see the "
-                               f"build_dataset report). extract_features never recomputes a track it has features for: with embeddings "
-                               f"on, extract into a new lake (lake.root) or drop the features table, then build_dataset")
+            raise DatasetError(f"dataset {record['dataset_id']}: the {family} family reads the {name} column of "
+                               f"the examples' features, but not every example has one from one embedding model "
+                               f"(see the build_dataset report). extract_features never recomputes a track it has "
+                               f"features for: with embeddings on, extract into a new lake (lake.root) or drop the "
+                               f"features table, then build_dataset")
 
 
 # --------------------------------------------------------------------------- plan
@@ -198,9 +212,23 @@ def _converter(df: "DataFrame", partitions: int, row_bytes: int) -> Any:
     return make_spark_converter(df.repartition(partitions), parquet_row_group_size_bytes=group_bytes)
 
 
+def training_rows(lake: Lake, dataset_id: str) -> "DataFrame":
+    """The examples of ``dataset_id`` joined with their features on ``track_id``: track_id, split, label,
+    mel, summary, embedding, tags (one row per example; an example without an ok features row is left
+    out, which :func:`check_examples` refuses first). The examples, keys only, are broadcast; the features
+    stream, so the spectrograms are never shuffled."""
+    from pyspark.sql import functions as F
+
+    examples = (lake.read("examples").where(F.col("dataset_id") == dataset_id)
+                .select("track_id", "split", "label"))
+    features = lake.read("features").where(F.col("status") == "ok").select("track_id", "mel", "summary",
+                                                                           *VECTOR_INPUTS)
+    return features.join(F.broadcast(examples), "track_id")
+
+
 def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: TrainPlan, num_proc: int,
                        petastorm_cache: str) -> list[dict[str, Any]]:
-    """Materialise the train and validation rows of ``examples`` with Petastorm and train
+    """Materialise the train and validation rows of ``examples`` (:func:`training_rows`) with Petastorm and train
     ``plan`` in ``num_proc`` Horovod processes; one result per rank, rank 0 first."""
     from petastorm.spark import SparkDatasetConverter
     from pyspark.sql import functions as F
@@ -257,8 +285,6 @@ def plan_training(config: Config, spark: "SparkSession", lake: Lake, family: str
     """Pick the dataset (``train.dataset_id``, or the latest build for ``dataset.target``), refuse one that
     cannot be trained on (``DatasetError``, before any process starts) and plan the run in a new folder
     ``<train.output_dir>/<target>-<family>-<UTC time>``."""
-    from pyspark.sql import functions as F
-
     cfg = config.train
     record = resolve_dataset(lake, cfg.dataset_id, config.dataset.target)
     keys = check_examples(lake, record, num_proc)
@@ -268,8 +294,8 @@ def plan_training(config: Config, spark: "SparkSession", lake: Lake, family: str
                      _local_threads(spark, num_proc))
     log.info("training %s (%s) on %s: %d train / %d validation rows, %d processes", family, plan.spec.task,
              record["dataset_id"], plan.train_rows, plan.validation_rows, num_proc)
-    examples = lake.read("examples").where(F.col("dataset_id") == record["dataset_id"])
-    return Training(record=record, keys=keys, plan=plan, num_proc=num_proc, run_dir=run_dir, examples=examples)
+    return Training(record=record, keys=keys, plan=plan, num_proc=num_proc, run_dir=run_dir,
+                    examples=training_rows(lake, record["dataset_id"]))
 
 
 def make_bundle(training: Training, weights: list[np.ndarray]) -> ModelBundle:
@@ -286,9 +312,17 @@ def make_bundle(training: Training, weights: list[np.ndarray]) -> ModelBundle:
     )
 
 
+def reference_ids(keys: pd.DataFrame, rows: int, seed: int) -> list[str]:
+    """The track ids of ``rows`` training examples drawn at random (``seed``) from ``keys`` (track_id, split
+    per example): all of them when there are no more; the same draw whatever order the rows are stored in."""
+    ids = np.sort(keys.loc[keys["split"] == "train", "track_id"].to_numpy(dtype=str))
+    return ids[np.random.default_rng(seed).permutation(len(ids))[:rows]].tolist()
+
+
 def predict_splits(config: Config, spark: "SparkSession", training: Training) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(test, reference): the saved bundle's predictions (track_id, label, prediction) on every test row,
-    sorted by track_id, and on ``train.reference_rows`` random training rows (seeded by ``train.seed``)."""
+    sorted by track_id, and on ``train.reference_rows`` random training rows (seeded by ``train.seed``,
+    :func:`reference_ids`)."""
     from pyspark.sql import functions as F
 
     cfg, bundle_dir = config.train, str(training.bundle_dir)
@@ -296,8 +330,10 @@ def predict_splits(config: Config, spark: "SparkSession", training: Training) ->
     examples = training.examples
     test = to_pandas(predict_examples(examples.where(F.col("split") == "test"), bundle_dir, threads))
     test = test.sort_values("track_id").reset_index(drop=True)
-    reference = predict_examples(examples.where(F.col("split") == "train").orderBy(F.rand(cfg.seed))
-                                 .limit(cfg.reference_rows), bundle_dir, threads).toPandas()
+    chosen = spark.createDataFrame(pd.DataFrame({"track_id": reference_ids(training.keys, cfg.reference_rows,
+                                                                           cfg.seed)}), "track_id string")
+    reference = predict_examples(examples.where(F.col("split") == "train").join(F.broadcast(chosen), "track_id"),
+                                 bundle_dir, threads).toPandas()
     return test, reference
 
 
