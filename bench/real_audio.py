@@ -25,7 +25,9 @@ seconds and machine CPU seconds of each step (CPU: the busy time of all cores fr
 ``bench/score.py`` counts it, so every process of the run is in it, also Spark's Python workers whose
 CPU no parent collects; on a shared machine other work is in it too, and it is an upper bound).
 The split (``dataset.seed``), the training seed (``train.seed``) and the clip list
-(its sha256 and the package versions are printed) are fixed, so reruns compare.
+(its sha256 and the package versions are printed) are fixed, so reruns compare; training itself is not yet
+bit-repeatable (unseeded validation reader, threaded Petastorm reads), so a family's figures move between
+reruns (README, "Real music: the real-audio benchmark").
 
     .venv/bin/python bench/real_audio.py [--families logreg,cnn] [--epochs 40] [--num-proc 1]
         [--set SECTION.KEY=VALUE ...] [--cache ~/.cache/hitpredict/real_audio] [--work data/bench-real-audio]
