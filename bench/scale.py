@@ -82,8 +82,8 @@ import psutil  # noqa: E402
 
 from hitpredict.config import ModelRef, config_path, load_config, musicnn_installed  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
+from score import CORE_HOURS_FOR, busy_cpu_seconds  # noqa: E402  (bench/ is this script's folder)
 
-CORE_HOURS_FOR = 1_000_000
 STAGES = ("ingest", "fetch", "features", "score")
 DERIVED = ("examples", "datasets", "scores")
 WARM_TRACKS = 8
@@ -92,14 +92,6 @@ ID3V1_SIZE = 128
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all cores of this machine have spent busy since boot (/proc/stat)."""
-    with open("/proc/stat") as handle:
-        fields = handle.readline().split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(root: psutil.Process) -> float:
