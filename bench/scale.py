@@ -82,7 +82,7 @@ import psutil  # noqa: E402
 
 from hitpredict.config import ModelRef, config_path, load_config, musicnn_installed  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
-from score import CORE_HOURS_FOR, busy_cpu_seconds  # noqa: E402  (bench/ is this script's folder)
+from score import CORE_HOURS_FOR, busy_cpu_seconds, make_bundle  # noqa: E402  (bench/ is this script's folder)
 
 STAGES = ("ingest", "fetch", "features", "score")
 DERIVED = ("examples", "datasets", "scores")
@@ -318,25 +318,6 @@ def write_catalogue(path: Path, tracks: int, base_url: str, clips: list[Any], pr
             writer.writerow([f"{prefix}-{i:07d}", f"{row.title} {i}", row.artist, isrc, row.release_date,
                              f"{base_url}/c{k}/{prefix}-{i}.mp3", row.popularity, row.streams, row.region, "hip hop"])
     return path
-
-
-def make_bundle(directory: Path, family: str, audio: dict) -> Path:
-    """A model bundle of ``family`` at the full input size, weights freshly initialised (as bench/score.py)."""
-    from hitpredict.audio_params import AudioParams
-    from hitpredict.features import SUMMARY_SIZE
-    from hitpredict.models import ModelSpec, build_model, input_names
-    from hitpredict.train.bundle import ModelBundle
-    from hitpredict.train.plan import Normalisation
-
-    params = AudioParams.from_dict(audio)
-    spec = ModelSpec("binary", n_mels=params.n_mels, frames=params.frames, summary_size=SUMMARY_SIZE, n_classes=2,
-                     seed=1)
-    norm = Normalisation([-40.0] * params.n_mels, [15.0] * params.n_mels, [0.0] * SUMMARY_SIZE, [1.0] * SUMMARY_SIZE)
-    bundle = ModelBundle(family=family, spec=spec, target="popular", audio=audio, norm=norm,
-                         inputs=input_names(family), dataset_id="bench", threshold=39.0,
-                         label_names=["not_popular", "popular"], reference=[i / 100 for i in range(101)],
-                         model=build_model(family, spec))
-    return bundle.save(directory)
 
 
 # --------------------------------------------------------------------------- one size, in its own process
