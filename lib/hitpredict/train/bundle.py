@@ -20,6 +20,7 @@ import numpy as np
 from hitpredict.embeddings import generation
 from hitpredict.errors import HitpredictError
 from hitpredict.models import TIME_LOCAL_TRUNKS, VECTOR_INPUTS, ModelSpec, build_model, split_model, windowed
+from hitpredict.models.heads import head_width
 from hitpredict.models.windows import aggregate_windows, inner_model, window_layout
 from hitpredict.train.plan import Normalisation
 
@@ -177,8 +178,7 @@ class ModelBundle:
         from hitpredict.train.inputs import model_inputs   # loads TensorFlow
 
         n, variants = len(mel), 1 + len(segments)
-        width = self.spec.n_classes if self.spec.task == "multiclass" else 1
-        out = np.zeros((n, variants, width), dtype=np.float32)
+        out = np.zeros((n, variants, head_width(self.spec)), dtype=np.float32)
         if segments and "mel" not in self.inputs:
             raise BundleError(f"a {self.family} model does not read the spectrogram: nothing to occlude")
         trunk = TIME_LOCAL_TRUNKS.get(self.family) if local else None
