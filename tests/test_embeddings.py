@@ -222,19 +222,33 @@ def test_every_embedder_build_bumps_the_generation(monkeypatch):
     assert generation() == start + 3
 
 
-def test_cached_bundles_are_forgotten_when_an_embedder_was_built_since(monkeypatch):
+def test_cached_bundles_are_loaded_again_when_an_embedder_was_built_since(monkeypatch):
+    """ScoreTask keeps a worker's bundles across tasks (``_LOADED``) and loads one again once it is
+    ``outdated`` (an embedder built in the worker since), and only then."""
+    import pyspark
+
+    from hitpredict.scoring.scorer import ScoreSettings
     from hitpredict.stages import score_catalogue
 
-    monkeypatch.setattr(score_catalogue, "_LOADED", {"bundle#1": "loaded"})
-    monkeypatch.setattr(score_catalogue, "_LOADED_GENERATION", generation())
-    score_catalogue.forget_stale_bundles()
-    assert score_catalogue._LOADED == {"bundle#1": "loaded"}   # no embedder built since: kept
+    class Bundle:
+        def __init__(self, where):
+            self.where, self.generation = where, generation()
+
+        @property
+        def outdated(self):
+            return self.generation != generation()
+
+    loads: list[str] = []
+    monkeypatch.setattr(score_catalogue, "_LOADED", {})
+    monkeypatch.setattr(score_catalogue.ModelBundle, "load", staticmethod(lambda where: loads.append(where) or Bundle(where)))
+    monkeypatch.setattr(pyspark.SparkFiles, "get", staticmethod(lambda archive: f"/shipped/{archive}"))
+    task = score_catalogue.ScoreTask([("m", "1", "m.zip")], ScoreSettings(explain=False), threads=None)
+    first = task._load()
+    assert task._load() == first and loads == ["/shipped/m.zip"]   # no embedder built since: kept
     monkeypatch.setattr(embeddings, "_GENERATION", generation() + 1)   # as an Embedder build does
-    score_catalogue.forget_stale_bundles()
-    assert score_catalogue._LOADED == {} and score_catalogue._LOADED_GENERATION == generation()
-    score_catalogue._LOADED["bundle#1"] = "loaded again"
-    score_catalogue.forget_stale_bundles()
-    assert score_catalogue._LOADED == {"bundle#1": "loaded again"}   # recorded: cleared once, not every time
+    again = task._load()
+    assert again[0] is not first[0] and loads == ["/shipped/m.zip"] * 2 and not again[0].outdated
+    assert task._load() == again and len(loads) == 2   # loaded once more, not on every task
 
 
 def test_a_task_whose_embedder_cannot_be_built_keeps_its_mel_rows(monkeypatch):

@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 
 from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
-from hitpredict.embeddings import generation
 from hitpredict.keras_compat import ensure_keras2
 from hitpredict.lake import Lake
 from hitpredict.models import VECTOR_INPUTS, input_names
@@ -147,22 +146,6 @@ def ship_folder(spark: "SparkSession", directory: str) -> str:
 #: Bundles loaded by this Python worker, by folder and version: Spark reuses workers across tasks, so a
 #: model is loaded (and its graph traced) once per worker process rather than once per task.
 _LOADED: dict[str, Any] = {}
-#: The embedder generation (:func:`hitpredict.embeddings.generation`) the bundles of ``_LOADED`` were loaded under.
-_LOADED_GENERATION = generation()
-
-
-def forget_stale_bundles() -> None:
-    """Empty ``_LOADED`` when this process has built a musicnn embedder since its bundles were loaded (an
-    extract_features task in the same reused worker): building the embedder's graph leaves Keras models
-    built before it unusable, so they are loaded again."""
-    global _LOADED_GENERATION
-    now = generation()
-    if now != _LOADED_GENERATION:
-        if _LOADED:
-            log.info("an embedder was built in this worker since its %d model(s) were loaded: loading them again",
-                     len(_LOADED))
-        _LOADED.clear()
-        _LOADED_GENERATION = now
 
 
 class ScoreTask:
@@ -192,10 +175,12 @@ class ScoreTask:
         bundles = []
         from pyspark import SparkFiles
 
-        forget_stale_bundles()
         for _, version, archive in self.models:
             where = SparkFiles.get(archive)
             key = f"{where}#{version}"
+            if key in _LOADED and _LOADED[key].outdated:   # an extract_features task in this worker built an
+                log.info("an embedder was built in this worker since %s was loaded: loading it again", key)
+                del _LOADED[key]                               # embedder since: that model is unusable now
             if key not in _LOADED:
                 if len(_LOADED) >= 8:
                     _LOADED.clear()
