@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,25 +203,55 @@ def _cache_url(path: str) -> str:
     return path if "://" in path or path.startswith("dbfs:") else "file://" + str(Path(path).resolve())
 
 
-def _converter(df: "DataFrame", partitions: int, row_bytes: int) -> Any:
+@lru_cache(maxsize=None)
+def _hash_labels(spark: "SparkSession", partitions: int) -> tuple[int, ...]:
+    """For each partition ``p`` of ``partitions``, an int that Spark's hash partitioning (``pmod(hash(v),
+    partitions)``) sends to ``p``: a column of these values spreads rows over partitions exactly as chosen."""
+    from pyspark.sql import functions as F
+
+    found = (spark.range(0, 64 * partitions).select(F.col("id").cast("int").alias("v"))
+             .groupBy(F.expr(f"pmod(hash(v), {partitions})").alias("p")).agg(F.min("v").alias("v")).collect())
+    labels = {row["p"]: row["v"] for row in found}
+    if len(labels) != partitions:   # 64 draws per partition: cannot happen with a uniform hash
+        raise RuntimeError(f"no int hashes to every one of {partitions} Spark partitions")
+    return tuple(labels[p] for p in range(partitions))
+
+
+def spread_by_slot(df: "DataFrame", partitions: int) -> "DataFrame":
+    """``df`` (with ``slot``, the row's rank by ``track_id`` in its split, from :func:`training_rows`) in
+    ``partitions`` partitions, row ``slot`` in partition ``slot % partitions``, each sorted by ``track_id``.
+
+    Which rows a partition holds, and their order, depend on the dataset alone, not on the file layout of the
+    lake it was read from; and every partition holds rows (given at least ``partitions`` rows)."""
+    from pyspark.sql import functions as F
+
+    labels = F.array(*[F.lit(v) for v in _hash_labels(df.sparkSession, partitions)])
+    part = F.element_at(labels, (F.col("slot") % partitions + 1).cast("int"))
+    return df.withColumn("_part", part).repartition(partitions, "_part").sortWithinPartitions("track_id")
+
+
+def _converter(df: "DataFrame", columns: list[str], partitions: int, row_bytes: int) -> Any:
     from petastorm.spark import make_spark_converter
 
     # Spark writes one or more row groups per file; Petastorm shards by row group, so
     # every process needs at least one file of its own.
     rows = df.count()
     group_bytes = int(min(32 << 20, max(1 << 20, rows * row_bytes // partitions)))
-    return make_spark_converter(df.repartition(partitions), parquet_row_group_size_bytes=group_bytes)
+    return make_spark_converter(spread_by_slot(df, partitions).select(*columns),
+                                parquet_row_group_size_bytes=group_bytes)
 
 
 def training_rows(lake: Lake, dataset_id: str) -> "DataFrame":
     """The examples of ``dataset_id`` joined with their features on ``track_id``: track_id, split, label,
-    mel, summary, embedding, tags (one row per example; an example without an ok features row is left
-    out, which :func:`check_examples` refuses first). The examples, keys only, are broadcast; the features
-    stream, so the spectrograms are never shuffled."""
+    slot (the example's 0-based rank by track_id within its split), mel, summary, embedding, tags (one row per
+    example; an example without an ok features row is left out, which :func:`check_examples` refuses first).
+    The examples, keys only, are broadcast; the features stream, so the spectrograms are never shuffled."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     examples = (lake.read("examples").where(F.col("dataset_id") == dataset_id)
-                .select("track_id", "split", "label"))
+                .select("track_id", "split", "label")
+                .withColumn("slot", F.row_number().over(Window.partitionBy("split").orderBy("track_id")) - 1))
     features = lake.read("features").where(F.col("status") == "ok").select("track_id", "mel", "summary",
                                                                            *VECTOR_INPUTS)
     return features.join(F.broadcast(examples), "track_id")
@@ -240,8 +271,8 @@ def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: Train
     converters = []
     try:
         for split in ("train", "validation"):
-            df = examples.where(F.col("split") == split).select("mel", "summary", *vectors, "label")
-            converters.append(_converter(df, 2 * num_proc, row_bytes))
+            converters.append(_converter(examples.where(F.col("split") == split),
+                                         ["mel", "summary", *vectors, "label"], 2 * num_proc, row_bytes))
         return run_processes(train_process, {"plan": plan, "train_converter": converters[0],
                                              "validation_converter": converters[1]}, num_proc)
     finally:

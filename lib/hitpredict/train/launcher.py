@@ -48,11 +48,14 @@ def shipped_python_path() -> list[str]:
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of every Horovod process: Keras 2, the run's verbosity (quiet TensorFlow,
-    AutoGraph, MLflow and Python warnings by default: Petastorm 0.13 calls pyarrow APIs that warn
-    on every reader start), and the job's shipped Python files first on PYTHONPATH
+    """The environment of every Horovod process: Keras 2, a fixed ``PYTHONHASHSEED``, the run's verbosity
+    (quiet TensorFlow, AutoGraph, MLflow and Python warnings by default: Petastorm 0.13 calls pyarrow APIs
+    that warn on every reader start), and the job's shipped Python files first on PYTHONPATH
     (:func:`shipped_python_path`)."""
     env = {**os.environ, **KERAS2_ENVIRONMENT, **child_environment(verbosity())}
+    # A fixed string hash: otherwise set orders inside the processes (Petastorm's column sets among them) change
+    # from run to run, and so does the trained model. A seed the job was given stays.
+    env.setdefault("PYTHONHASHSEED", "0")
     shipped = shipped_python_path()
     if shipped:
         rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

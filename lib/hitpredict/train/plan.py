@@ -78,7 +78,7 @@ class TrainPlan:
     warmup_epochs: int
     patience: int
     seed: int
-    reader_workers: int = 2
+    reader_workers: int = 1
     checkpoint_dir: str | None = None
     threads_per_process: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,10 +86,6 @@ class TrainPlan:
     def steps_per_epoch(self, size: int) -> int:
         """Batches per process per epoch so that the processes together see the split once."""
         return max(1, math.ceil(self.train_rows / (self.batch_size * size)))
-
-    def validation_steps(self, size: int) -> int:
-        """Validation batches per process so that the ``size`` processes together see the split once."""
-        return max(1, math.ceil(self.validation_rows / (self.batch_size * size)))
 
     def as_params(self) -> dict[str, Any]:
         """Flat parameters for experiment tracking."""

@@ -62,6 +62,12 @@ def tf_dataset(batches: Any, plan: TrainPlan, training: bool, rank: int) -> Any:
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
+def reader_seed(seed: int, rank: int) -> int:
+    """The Petastorm reader seed of process ``rank`` for the run's ``seed``: never 0, which Petastorm takes for
+    "unseeded" and then shuffles row groups differently on every run."""
+    return (seed * 7919 + rank) % (2**31 - 1) + 1
+
+
 def _pin_device(hvd: Any, threads: int | None) -> str:
     import tensorflow as tf
 
@@ -103,6 +109,27 @@ class _Throughput:
                 inner._close()
 
         self.callback = Callback()
+
+
+def validation_callback(converter: Any, plan: TrainPlan, rank: int, reader: dict[str, Any]) -> Any:
+    """A Keras callback that, at the end of every epoch, evaluates the model on one whole pass over this
+    process's validation shard in a fixed order, and puts ``val_<metric>`` into the epoch's logs (before
+    Horovod averages them and early stopping reads them).
+
+    Keras's own validation on an endless Petastorm stream gave each epoch the rows after the last one's,
+    less what its prefetch buffers held: a draw that changed from run to run. A one-pass dataset that
+    Keras starts again came back empty from the third epoch on (Keras stops at the step count it learnt,
+    before Petastorm's reader sees its end and may be reset). So each epoch opens a reader of its own.
+    """
+    class Callback(keras().callbacks.Callback):  # type: ignore[misc]  # Keras 2's base, found at run time
+        def on_epoch_end(inner, epoch: int, logs: Any = None) -> None:
+            with converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=1, shuffle_row_groups=False,
+                                           seed=reader_seed(plan.seed, rank), **reader) as batches:
+                results = inner.model.evaluate(tf_dataset(batches, plan, False, rank), verbose=0, return_dict=True)
+            if logs is not None:
+                logs.update({f"val_{name}": float(value) for name, value in results.items()})
+
+    return Callback()
 
 
 def progress_callback(progress: EpochProgress) -> Any:
@@ -149,15 +176,21 @@ def train_process(plan: TrainPlan, train_converter: Any, validation_converter: A
     device = _pin_device(hvd, plan.threads_per_process)
     rank, size = hvd.rank(), hvd.size()
     tf.random.set_seed(plan.seed + rank)
+    # Same dataset, seed and process count -> the same weights: deterministic kernels, and tf.data runs
+    # the augmenting map in order (the readers below are seeded and ordered too).
+    tf.config.experimental.enable_op_determinism()
     k = keras()
     model = build_model(plan.family, plan.spec)
     loss, metrics = loss_and_metrics(plan.spec)
     scaled_lr = plan.learning_rate * size
     optimizer = hvd.DistributedOptimizer(k.optimizers.Adam(learning_rate=scaled_lr))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
-    steps, validation_steps = plan.steps_per_epoch(size), plan.validation_steps(size)
+    steps = plan.steps_per_epoch(size)
     throughput = _Throughput()
+    reader = {"cur_shard": rank, "shard_count": size, "workers_count": plan.reader_workers}
     callbacks: list[Any] = [
+        throughput.callback,   # first: an epoch's time is training alone
+        validation_callback(validation_converter, plan, rank, reader),   # before the metrics are averaged
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),
         hvd.callbacks.MetricAverageCallback(),  # before early stopping: every rank decides alike
     ]
@@ -166,7 +199,6 @@ def train_process(plan: TrainPlan, train_converter: Any, validation_converter: A
             initial_lr=scaled_lr, warmup_epochs=plan.warmup_epochs, steps_per_epoch=steps, verbose=0))
     callbacks += [
         k.callbacks.EarlyStopping(monitor="val_loss", patience=plan.patience, restore_best_weights=True),
-        throughput.callback,
     ]
     if rank == 0 and plan.checkpoint_dir:
         os.makedirs(plan.checkpoint_dir, exist_ok=True)
@@ -176,15 +208,13 @@ def train_process(plan: TrainPlan, train_converter: Any, validation_converter: A
     if rank == 0:   # after MetricAverageCallback: the epoch line shows the metrics averaged over the ranks
         callbacks.append(progress_callback(EpochProgress(f"train_model {plan.family}", plan.epochs, steps,
                                                          logger=log)))
-    reader = {"cur_shard": rank, "shard_count": size, "workers_count": plan.reader_workers}
     started = time.perf_counter()
-    with train_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None,
-                                         shuffling_queue_capacity=4 * plan.batch_size, seed=plan.seed + rank,
-                                         **reader) as train_batches, \
-            validation_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None, **reader) as val_batches:
+    # Training order: Petastorm shuffles the row groups and the rows within each, seeded (tf.data's shuffle
+    # buffer, seeded only through TensorFlow's op counter, gave runs that differed).
+    with train_converter.make_tf_dataset(batch_size=plan.batch_size, num_epochs=None, shuffle_rows=True,
+                                         seed=reader_seed(plan.seed, rank), **reader) as train_batches:
         history = model.fit(
             tf_dataset(train_batches, plan, True, rank), steps_per_epoch=steps, epochs=plan.epochs,
-            validation_data=tf_dataset(val_batches, plan, False, rank), validation_steps=validation_steps,
             callbacks=callbacks, verbose=0,
         )
     result: dict[str, Any] = {
