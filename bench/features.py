@@ -132,7 +132,7 @@ def embedding_ours(paths: list[str], out: str, max_patches: int | None = None) -
 
 def embedding_stock(paths: list[str], out: str) -> tuple[float, float]:
     """The stock extractor's path (librosa.load, its batch_data, its graph built once, one thread); the
-    penultimate layer's mean per clip saved to ``out``; returns CPU seconds."""
+    configured layer's (``embedding.layer``) mean per clip saved to ``out``; returns CPU seconds."""
     import os
 
     import musicnn.extractor as extractor  # graph mode for this whole (bench) process
@@ -140,7 +140,8 @@ def embedding_stock(paths: list[str], out: str) -> tuple[float, float]:
     import tensorflow as tf
     from threadpoolctl import threadpool_limits
 
-    model = load_config("conf/local.yaml").embedding.model
+    embedding = load_config("conf/local.yaml").embedding
+    model = embedding.model
     tf.compat.v1.reset_default_graph()   # as extractor() does: a second call builds a fresh graph
     with tf.name_scope("model"):
         x = tf.compat.v1.placeholder(tf.float32, [None, 187, 96])
@@ -149,12 +150,15 @@ def embedding_stock(paths: list[str], out: str) -> tuple[float, float]:
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
     sess = tf.compat.v1.Session(config=config)
     tf.compat.v1.train.Saver().restore(sess, os.path.dirname(extractor.__file__) + "/" + model + "/")
+    # define_model's outputs: (taggram, timbral, temporal, cnn1, cnn2, cnn3, mean_pool, max_pool, penultimate);
+    # the config's layer, so that the two embeddings compare (penultimate where the layer is not a pooled one).
+    layer = {"mean_pool": 6, "max_pool": 7, "penultimate": 8}.get(embedding.layer, 8)
     vectors = []
     with threadpool_limits(1):
         started = time.process_time()
         for path in paths:
             batch, _ = extractor.batch_data(path, 187, 187)
-            vectors.append(sess.run(layers[8], {x: batch, is_training: False}).mean(axis=0))
+            vectors.append(sess.run(layers[layer], {x: batch, is_training: False}).mean(axis=0))
         cpu = time.process_time() - started
     np.save(out, np.stack(vectors))
     return cpu, cpu

@@ -2,8 +2,9 @@
 
 Inputs: generated 30 s MP3 previews (44.1 kHz stereo, as Deezer and iTunes serve them)
 in a folder, and one model bundle of the configured family (``train.family``, the demo's
-CRNN) at the full 128 x 1292 input; its weights are freshly initialised because speed
-does not depend on their values.
+CRNN) at the full 128 x 1292 input, built as ``train_model`` builds it: trained on crops of
+``train.augment.crop_frames`` frames, it predicts a clip from windows of that length half a
+window apart; its weights are freshly initialised because speed does not depend on their values.
 
 - **job from stored features**: ``score_catalogue`` over a lake whose features were
   extracted beforehand (not timed), with the default settings: popularity, percentile
@@ -15,9 +16,10 @@ does not depend on their values.
   load the model from disk, ``librosa.load`` + ``melspectrogram`` + ``power_to_db``,
   normalise, predict one track.
 
-CPU time is the whole machine's busy time from ``/proc/stat`` over each run (JVM, Spark's
-Python workers and the driver for the job; the one process for the loop), so nothing a
-side spends is left out. Run on an otherwise idle machine. The job's one-time start-up
+CPU time is the busy time of this process and every process under it over each run
+(``/proc/<pid>/stat``: the driver, the JVM, Spark's Python workers and the children they
+reaped for the job; the loop's process for the loop), so nothing a side spends is left out
+and nothing another program on the machine spends is counted in. The job's one-time start-up
 (Python workers importing TensorFlow, loading the model, tracing its graphs) is measured
 by a 4-track warm-up and printed on its own: a catalogue run pays it once, not per track.
 The loop's model loads are its per-request cost and count.
@@ -61,8 +63,34 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def make_bundle(directory: Path, family: str, audio: dict) -> Path:
-    """A model bundle of ``family`` at the full input size, weights freshly initialised."""
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process and all its descendants have spent, the children each
+    of them has reaped included (``/proc/<pid>/stat`` utime, stime, cutime, cstime)."""
+    parents: dict[int, int] = {}
+    spent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:   # the process ended meanwhile
+            continue
+        parents[int(entry)] = int(fields[1])
+        spent[int(entry)] = sum(int(v) for v in fields[11:15])
+    tree, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return sum(spent.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def make_bundle(directory: Path, family: str, audio: dict, crop_frames: int | None = None) -> Path:
+    """A model bundle of ``family`` at the full input size, weights freshly initialised. ``crop_frames``
+    (``train.augment.crop_frames``): a spectrogram model trained on crops of that many frames predicts a
+    clip from windows of that length half a window apart, as ``train_model`` builds it; None: one pass
+    over the whole clip."""
     from hitpredict.features import SUMMARY_SIZE
     from hitpredict.models import ModelSpec, build_model, input_names
     from hitpredict.train.bundle import ModelBundle
@@ -70,8 +98,9 @@ def make_bundle(directory: Path, family: str, audio: dict) -> Path:
 
     ensure_keras2()
     params = AudioParams.from_dict(audio)
+    window = crop_frames if crop_frames and crop_frames < params.frames and "mel" in input_names(family) else None
     spec = ModelSpec("binary", n_mels=params.n_mels, frames=params.frames, summary_size=SUMMARY_SIZE, n_classes=2,
-                     seed=1)
+                     seed=1, window_frames=window, window_hop=max(1, window // 2) if window else None)
     norm = Normalisation([-40.0] * params.n_mels, [15.0] * params.n_mels, [0.0] * SUMMARY_SIZE, [1.0] * SUMMARY_SIZE)
     bundle = ModelBundle(family=family, spec=spec, target="popular", audio=audio, norm=norm,
                          inputs=input_names(family), dataset_id="bench", threshold=39.0,
@@ -108,10 +137,10 @@ LOOP = textwrap.dedent('''
 
 def per_request_loop(bundle_dir: Path, paths: list[str]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of the loop in a fresh process, start-up included."""
-    cpu, wall = busy_cpu_seconds(), time.monotonic()
+    cpu, wall = tree_cpu_seconds(), time.monotonic()
     done = subprocess.run([sys.executable, "-c", LOOP, str(bundle_dir), json.dumps(paths)], capture_output=True,
                           text=True)
-    cpu, wall = busy_cpu_seconds() - cpu, time.monotonic() - wall
+    cpu, wall = tree_cpu_seconds() - cpu, time.monotonic() - wall
     if done.returncode != 0:
         raise SystemExit(f"per-request loop failed: {done.stderr[-2000:]}")
     assert len(json.loads(done.stdout.strip().splitlines()[-1])) == len(paths)
@@ -143,13 +172,15 @@ def main() -> None:
                        environ={})
     family = base.train.family
     bundle_dir = make_bundle(Path(tempfile.mkdtemp(prefix="hitpredict-bench-")) / "model", family,
-                             base.audio.model_dump(mode="json"))
+                             base.audio.model_dump(mode="json"), crop_frames=base.train.augment.crop_frames)
     refs = [ModelRef(path=str(bundle_dir))]
     config = base.model_copy(update={"score": base.score.model_copy(update={"models": refs})})
     spark = get_spark(config.spark)
     cores = spark.sparkContext.defaultParallelism
-    print(f"{args.tracks} x 30 s MP3 previews (44.1 kHz stereo), model: {family} 128x1292 "
-          f"({bundle_dir}); Spark local[{cores}], {os.cpu_count()} cores")
+    window = json.loads((bundle_dir / "bundle.json").read_text())["spec"].get("window_frames")
+    print(f"{args.tracks} x 30 s MP3 previews (44.1 kHz stereo), model: {family} 128x1292"
+          f"{f' from windows of {window} frames' if window else ''} ({bundle_dir}); Spark local[{cores}], "
+          f"{os.cpu_count()} cores; CPU of this process tree only")
 
     # -- warm-up: the Spark session's Python workers start, import TensorFlow, load the model and
     # trace its graphs once; every later job reuses them (as a long scoring run does after its
@@ -161,10 +192,10 @@ def main() -> None:
         os.link(sample.audio_dir / row.audio_file, warm_folder / row.audio_file)
     warm_config = config.model_copy(update={"lake": config.lake.model_copy(update={"root": str(work / "lake-warm")})})
     shutil.rmtree(work / "lake-warm", ignore_errors=True)
-    cpu, wall = busy_cpu_seconds(), time.monotonic()
+    cpu, wall = tree_cpu_seconds(), time.monotonic()
     score_folder.run(warm_config, spark, open_lake(warm_config.lake, spark), str(warm_folder))
     print(f"warm-up (worker start, TensorFlow import, model load and graph tracing, 4 tracks): "
-          f"{busy_cpu_seconds() - cpu:.1f} CPU-s, {time.monotonic() - wall:.1f} s wall, once per Spark session")
+          f"{tree_cpu_seconds() - cpu:.1f} CPU-s, {time.monotonic() - wall:.1f} s wall, once per Spark session")
 
     # -- job from stored features (features extracted first, not timed)
     results = {}
@@ -179,9 +210,9 @@ def main() -> None:
         ingest_catalogue.run(run_config, spark, lake, str(folder))
         fetch_previews.run(run_config, spark, lake)
         extract_features.run(run_config, spark, lake)
-        cpu, wall = busy_cpu_seconds(), time.monotonic()
+        cpu, wall = tree_cpu_seconds(), time.monotonic()
         result = score_catalogue.run(run_config, spark, lake)
-        cpu, wall = busy_cpu_seconds() - cpu, time.monotonic() - wall
+        cpu, wall = tree_cpu_seconds() - cpu, time.monotonic() - wall
         assert result.report.ok == args.tracks, result.report
         results[explain] = (cpu, wall)
         print(f"job from stored features, explanations {'on ' if explain else 'off'}: "
@@ -192,9 +223,9 @@ def main() -> None:
     raw_root = work / "lake-raw"
     shutil.rmtree(raw_root, ignore_errors=True)
     raw_config = config.model_copy(update={"lake": config.lake.model_copy(update={"root": str(raw_root)})})
-    cpu, wall = busy_cpu_seconds(), time.monotonic()
+    cpu, wall = tree_cpu_seconds(), time.monotonic()
     scored = score_folder.run(raw_config, spark, open_lake(raw_config.lake, spark), str(folder))
-    raw_cpu, raw_wall = busy_cpu_seconds() - cpu, time.monotonic() - wall
+    raw_cpu, raw_wall = tree_cpu_seconds() - cpu, time.monotonic() - wall
     assert scored.score.report.ok == args.tracks, scored.stages
     job_rate = args.tracks / raw_cpu
     print(f"job from raw MP3 (score-folder):            {job_rate:7.2f} tracks/CPU-s  ({raw_cpu:.1f} CPU-s, "

@@ -117,3 +117,68 @@ def test_a_window_hop_outside_the_window_is_refused():
         ModelSpec("binary", window_frames=64, window_hop=65)
     with pytest.raises(ValueError, match="window_hop"):
         ModelSpec("binary", window_frames=64)
+
+
+@pytest.mark.parametrize("family, task, frames, window, segments", [
+    ("crnn", "binary", 1292, 256, "3s"),          # the demo's shape: 10 windows, 10 segments of 3 s
+    ("cnn", "regression", 300, 64, [(0, 20), (20, 150), (280, 300), (62, 66)]),
+    ("inception", "multiclass", 300, 64, [(0, 20), (20, 150), (280, 300)]),
+    ("crnn", "binary", 100, 64, [(0, 10), (30, 70), (90, 100)]),   # two windows overlapping by 28 frames
+])
+def test_occluded_windows_recompute_their_trunk_only_around_the_segment(family, task, frames, window, segments):
+    """A windowed model of a time-local family (TIME_LOCAL_TRUNKS) recomputes an occluded window's trunk only
+    on a region around its segment, spliced into the stored window's: the numbers of full passes of the inner
+    model over every occluded window, and a track's numbers do not depend on the tracks beside it."""
+    from hitpredict.audio_params import AudioParams
+    from hitpredict.models import TIME_LOCAL_TRUNKS
+    from hitpredict.scoring.scorer import segment_bounds
+
+    n_mels = 32 if frames > 1000 else N_MELS
+    spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=3, n_classes=3, window_frames=window,
+                     window_hop=window // 2, seed=4)
+    model = build_model(family, spec)
+    rng = np.random.default_rng(7)
+    for layer in inner_model(model).layers:   # batch norm far from the identity, so a wrong splice shows
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, rng.normal(0, 0.5, mean.shape).astype("float32"),
+                               rng.uniform(0.5, 2.0, var.shape).astype("float32")])
+    bundle = ModelBundle(family=family, spec=spec, target="popular", audio={},
+                         norm=Normalisation([0.0] * n_mels, [1.0] * n_mels, [0.0] * 3, [1.0] * 3),
+                         inputs=input_names(family), dataset_id="d", model=model)
+    if segments == "3s":
+        segments = segment_bounds(AudioParams(n_mels=n_mels), 3.0)
+    assert family in TIME_LOCAL_TRUNKS and windowed(family, spec)
+    stored = [m.tobytes() for m in rng.normal(size=(5, n_mels, frames)).astype(np.float16)]
+    local = bundle.predict_occluded(stored, [None] * 5, segments)
+    full = bundle.predict_occluded(stored, [None] * 5, segments, local=False)
+    np.testing.assert_allclose(local, full, rtol=0, atol=1e-6)
+    assert np.abs(full[:, :1] - full[:, 1:]).max() > 1e-4          # the occlusions do change the outputs
+    alone = bundle.predict_occluded(stored[3:4], [None], segments)
+    np.testing.assert_array_equal(alone[0], local[3])
+    np.testing.assert_array_equal(bundle.predict(stored[3:4], [None])[0], local[3, 0])
+
+
+def test_window_regions_hold_their_segment_with_context_and_few_lengths():
+    """Each recomputed region starts on the trunk's stride, holds its segment with ``2 * radius`` frames of
+    context where the window has them, and the regions of the demo's layout come in a few lengths."""
+    from hitpredict.audio_params import AudioParams
+    from hitpredict.models import TIME_LOCAL_TRUNKS
+    from hitpredict.scoring.scorer import segment_bounds
+    from hitpredict.train.bundle import window_regions
+
+    local = TIME_LOCAL_TRUNKS["crnn"]
+    segments = segment_bounds(AudioParams(), 3.0)
+    starts, size, _ = window_layout(1292, 256, 128)
+    touched = [(s, w) for s, (b, e) in enumerate(segments) for w, start in enumerate(starts)
+               if start < e and b < start + size]
+    regions = window_regions(segments, touched, starts, size, local)
+    assert len(regions) == len(touched) == 28
+    for (s, w), (lo, hi, begin, end, first, last) in zip(touched, regions):
+        assert (begin, end) == (max(segments[s][0] - starts[w], 0), min(segments[s][1] - starts[w], size))
+        assert lo % local.stride == 0 and 0 <= lo <= max(0, begin - 2 * local.radius)
+        assert min(size, end + 2 * local.radius) <= hi <= size
+        assert first * local.stride <= max(0, begin - local.radius) and last * local.stride >= min(
+            size, end + local.radius)
+    assert len({hi - lo for lo, hi, *_ in regions}) <= 8
+    assert sum(hi - lo for lo, hi, *_ in regions) < 0.7 * len(regions) * size   # far less than whole windows

@@ -2,7 +2,9 @@
 
 The spectrograms are made with the audio parameters the models were trained with (read
 from the models, never from the current config), so a config edited since training
-cannot silently change what the model hears.
+cannot silently change what the model hears. The pretrained embedding (``embedding`` config) is
+computed only when one of the models reads it (``embedding`` or ``tags`` inputs), as ``score FILE``
+does: for a spectrogram model it would cost several times the spectrogram and be thrown away.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from hitpredict.audio_params import AudioParams
 from hitpredict.config import Config
 from hitpredict.lake import Lake
+from hitpredict.models import VECTOR_INPUTS
 from hitpredict.scoring.registry import ResolvedModel
 from hitpredict.scoring.scorer import ScoreError
 from hitpredict.stages import extract_features, fetch_previews, ingest_catalogue, score_catalogue
@@ -43,8 +46,9 @@ def folder_track_ids(lake: Lake, folder: str) -> list[str]:
 
 
 def model_audio_config(config: Config, models: list[ResolvedModel]) -> Config:
-    """``config`` with its audio section set to the models' (which must agree) and its ingest source
-    set to ``folder``; ``ScoreError`` if the models disagree."""
+    """``config`` with its audio section set to the models' (which must agree), its ingest source set
+    to ``folder`` and its embedding off when no model reads one (``embedding`` or ``tags`` inputs);
+    ``ScoreError`` if the models disagree."""
     params = {AudioParams.from_dict(m.audio) for m in models}
     if len(params) > 1:
         raise ScoreError("the models were trained on different audio parameters: "
@@ -52,7 +56,11 @@ def model_audio_config(config: Config, models: list[ResolvedModel]) -> Config:
                          + "; score a folder with models that share them")
     (wanted,) = params
     audio = config.audio.model_copy(update=wanted.as_dict())
-    return config.model_copy(update={"audio": audio, "ingest": config.ingest.model_copy(update={"source": "folder"})})
+    embedding = config.embedding
+    if embedding.active and not any(set(score_catalogue.reads(m)) & set(VECTOR_INPUTS) for m in models):
+        embedding = embedding.model_copy(update={"enabled": False})
+    return config.model_copy(update={"audio": audio, "embedding": embedding,
+                                     "ingest": config.ingest.model_copy(update={"source": "folder"})})
 
 
 def run(config: Config, spark: "SparkSession", lake: Lake, folder: str) -> FolderResult:

@@ -8,6 +8,7 @@ sets the weights, so no pickled Python travels with a model.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -197,7 +198,7 @@ class ModelBundle:
                                                           self.spec.frames, self.norm,
                                                           vectors=batch_vectors or None).items()}
             if by_windows:
-                out[tracks] = self._windows_occluded(feed, segments)
+                out[tracks] = self._windows_occluded(feed, segments, trunk)
             elif not segments:
                 out[tracks, 0] = _in_batches(self._graph(self.model), feed)
             elif trunk is None:
@@ -214,40 +215,86 @@ class ModelBundle:
             self._graphs[id(model)] = _GraphCall(model)
         return self._graphs[id(model)]
 
-    def _windows_occluded(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]]) -> np.ndarray:
+    def _windows_occluded(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]],
+                          local: Any = None) -> np.ndarray:
         """(k, 1 + S, width) for a windowed model (:mod:`hitpredict.models.windows`): its inner model on every
         window of each track, then on each window an occluded segment touches (with the segment set to the
-        training mean), each variant aggregated over its track's windows; windows a segment misses are reused."""
+        training mean), each variant aggregated over its track's windows; windows a segment misses are reused.
+        With ``local`` (the inner family's :class:`~hitpredict.models.TimeLocalTrunk`) and no other inputs,
+        an occluded window recomputes only its trunk around the segment (:meth:`_windows_local`)."""
         mel = feed["mel"]
         k, frames = len(mel), mel.shape[2]
         starts, size, weights = window_layout(frames, int(self.spec.window_frames or 0), int(self.spec.window_hop or 0))
-        inner = self._graph(inner_model(self.model))
         others = {name: value for name, value in feed.items() if name != "mel"}
-
-        def run(cut: np.ndarray, per_track: int) -> np.ndarray:   # (k * per_track, n_mels, size, 1) -> (k, per_track, width)
-            extra = {name: np.repeat(value, per_track, axis=0) for name, value in others.items()}
-            return _in_batches(inner, {"mel": cut, **extra}).reshape(k, per_track, -1)
-
         index = starts[:, None] + np.arange(size)[None, :]
-        base = run(np.moveaxis(mel[:, :, index], 2, 1).reshape(-1, mel.shape[1], size, 1), len(starts))
+        windows = np.moveaxis(mel[:, :, index], 2, 1).reshape(-1, mel.shape[1], size, 1)   # (k * W, n_mels, size, 1)
         touched = [(s, w) for s, (begin, end) in enumerate(segments) for w, start in enumerate(starts)
                    if start < end and begin < start + size]
-        variants = [base]
-        if touched:
-            cut = np.stack([mel[:, :, starts[w]:starts[w] + size] for _, w in touched], axis=1)  # (k, T, n_mels, size, 1)
-            for t, (s, w) in enumerate(touched):
-                begin, end = segments[s]
-                cut[:, t, :, max(begin - starts[w], 0):max(0, min(end - starts[w], size))] = 0.0   # the training mean
-            occluded = run(cut.reshape(-1, mel.shape[1], size, 1), len(touched))
-            for s in range(len(segments)):
-                copy = base.copy()
-                for t, (s2, w) in enumerate(touched):
-                    if s2 == s:
-                        copy[:, w] = occluded[:, t]
-                variants.append(copy)
+        if local is not None and not others:
+            base, occluded = self._windows_local(windows, segments, touched, starts, size, local)
+            base = base.reshape(k, len(starts), -1)
+            occluded = occluded.reshape(len(touched), k, base.shape[-1])
         else:
-            variants.extend(base for _ in segments)
-        return np.stack([np.asarray(aggregate_windows(v, self.spec.task, weights)) for v in variants], axis=1)
+            inner = self._graph(inner_model(self.model))
+
+            def run(cut: np.ndarray, per_track: int) -> np.ndarray:   # (k * per_track, ...) -> (k, per_track, width)
+                extra = {name: np.repeat(value, per_track, axis=0) for name, value in others.items()}
+                return _in_batches(inner, {"mel": cut, **extra}).reshape(k, per_track, -1)
+
+            base = run(windows, len(starts))
+            occluded = np.zeros((len(touched), k, base.shape[-1]), np.float32)
+            if touched:
+                cut = np.stack([mel[:, :, starts[w]:starts[w] + size] for _, w in touched], axis=1)  # (k, T, ...)
+                for t, (s, w) in enumerate(touched):
+                    begin, end = segments[s]
+                    cut[:, t, :, max(begin - starts[w], 0):max(0, min(end - starts[w], size))] = 0.0  # training mean
+                occluded = np.moveaxis(run(cut.reshape(-1, mel.shape[1], size, 1), len(touched)), 1, 0)
+        variants = [base]
+        for s in range(len(segments)):
+            copy = base.copy()
+            for t, (s2, w) in enumerate(touched):
+                if s2 == s:
+                    copy[:, w] = occluded[t]
+            variants.append(copy)
+        stacked = np.stack(variants, axis=1)                                # (k, 1 + S, W, width)
+        return _aggregate_each(stacked.reshape(-1, *stacked.shape[2:]), self.spec.task, weights).reshape(
+            k, len(variants), -1)
+
+    def _windows_local(self, windows: np.ndarray, segments: Sequence[tuple[int, int]],
+                       touched: Sequence[tuple[int, int]], starts: np.ndarray, size: int,
+                       local: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The inner model of a windowed model split at its time-local trunk: (outputs of the k * W stored
+        windows (k * W, width), outputs of each touched (segment, window) pair's occluded window for every
+        track (T * k, width), pair-major). ``windows``: (k * W, n_mels, size, 1), track-major. An occluded
+        window's trunk is recomputed only on a region around its segment (:func:`window_regions`) and spliced
+        into the stored window's trunk; regions of one length, from all pairs and tracks, share model calls."""
+        if self._parts is None:
+            self._parts = split_model(inner_model(self.model), local.layer)
+        trunk, head = (self._graph(m) for m in self._parts)
+        stored = _in_batches(trunk, windows)                 # (k * W, ...), time on local.axis
+        base = _in_batches(head, stored)
+        count = len(starts)
+        k = len(windows) // count
+        spliced = np.empty((len(touched), k, *stored.shape[1:]), np.float32)
+        regions = window_regions(segments, touched, starts, size, local)
+        for length in sorted({hi - lo for lo, hi, *_ in regions}):
+            group = [t for t, (lo, hi, *_) in enumerate(regions) if hi - lo == length]
+            cut = np.empty((len(group), k, windows.shape[1], length, 1), np.float32)
+            for g, t in enumerate(group):
+                lo, hi, begin, end, _, _ = regions[t]
+                cut[g] = windows[touched[t][1]::count, :, lo:hi]
+                cut[g, :, :, begin - lo:end - lo] = 0.0       # the training mean, after normalisation
+            recomputed = _in_batches(trunk, cut.reshape(-1, windows.shape[1], length, 1))
+            recomputed = recomputed.reshape(len(group), k, *recomputed.shape[1:])
+            for g, t in enumerate(group):
+                lo, _, _, _, first, last = regions[t]
+                offset, last = lo // local.stride, min(last, stored.shape[local.axis])
+                spliced[t] = stored[touched[t][1]::count]
+                np.moveaxis(spliced[t], local.axis, 1)[:, first:last] = \
+                    np.moveaxis(recomputed[g], local.axis, 1)[:, first - offset:last - offset]
+        occluded = _in_batches(head, spliced.reshape(-1, *stored.shape[1:])) if len(touched) else \
+            np.zeros((0, base.shape[-1]), np.float32)
+        return base, occluded
 
     def _occluded_full(self, feed: dict[str, np.ndarray], segments: Sequence[tuple[int, int]]) -> np.ndarray:
         """(k, S, width): each occluded copy through the whole model (its other inputs, e.g. ``tags``, as
@@ -331,6 +378,53 @@ def _vector_rows(values: Sequence[Sequence[float] | None], size: int, name: str)
                               f"another embedding model or layer)")
         out[i] = row
     return out
+
+
+#: Region lengths of :func:`window_regions` are rounded up to a multiple of this many frames (at least the
+#: trunk's stride), so that the regions of all pairs fall into a few lengths that share full model calls.
+REGION_QUANTUM = 32
+
+
+def window_regions(segments: Sequence[tuple[int, int]], touched: Sequence[tuple[int, int]], starts: np.ndarray,
+                   size: int, local: Any) -> list[tuple[int, int, int, int, int, int]]:
+    """For each (segment, window) pair of ``touched`` (indexes into ``segments`` and ``starts``, windows of
+    ``size`` frames): (lo, hi, begin, end, first, last), frames and trunk positions inside the window. The
+    segment covers frames [begin, end) of the window; the trunk (``local``, a
+    :class:`~hitpredict.models.TimeLocalTrunk`) is recomputed on frames [lo, hi) (lo a multiple of its stride,
+    at least ``2 * radius`` frames of context each side where the window has them, the length rounded up to
+    :data:`REGION_QUANTUM`), and its positions [first, last) replace the stored window's; every other
+    position does not see the segment."""
+    quantum = -(-max(REGION_QUANTUM, local.stride) // local.stride) * local.stride
+    out = []
+    for s, w in touched:
+        begin, end = max(segments[s][0] - int(starts[w]), 0), min(segments[s][1] - int(starts[w]), size)
+        lo = max(0, (begin - 2 * local.radius) // local.stride * local.stride)
+        hi = min(size, end + 2 * local.radius)
+        length = min(size, -(-(hi - lo) // quantum) * quantum)
+        hi = min(size, lo + length)                      # grow to the rounded length, to the right first
+        lo = (hi - length) // local.stride * local.stride
+        first = max(0, (begin - local.radius) // local.stride)
+        last = min(-(-size // local.stride), -(-(end + local.radius) // local.stride))
+        out.append((lo, hi, begin, end, first, last))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _aggregator(task: str) -> Any:
+    """A graph function: (n, W, width) window outputs, (W,) weights -> (n, width), :func:`aggregate_windows` on
+    each clip alone (``tf.map_fn``), so the same windows always give the same bits."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, None, None], tf.float32), tf.TensorSpec([None], tf.float32)]
+    return tf.function(lambda outputs, weights: tf.map_fn(
+        lambda one: aggregate_windows(one[None], task, weights)[0], outputs), input_signature=spec, autograph=False)
+
+
+def _aggregate_each(outputs: np.ndarray, task: str, weights: np.ndarray) -> np.ndarray:
+    """:func:`~hitpredict.models.windows.aggregate_windows` of each clip's windows (n, W, width) -> (n, width),
+    one clip at a time: TensorFlow's vectorised log and sigmoid round an element by where it falls in a tensor,
+    so aggregating a batch would make a clip's numbers depend on the clips beside it (by ~1e-8)."""
+    return _aggregator(task)(outputs.astype(np.float32), np.asarray(weights, np.float32)).numpy()
 
 
 def _in_batches(model: Any, inputs: Any) -> np.ndarray:
