@@ -63,6 +63,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import real_audio_catalogue as catalogue  # noqa: E402  (bench/ is this script's folder)
+from score import busy_cpu_seconds  # noqa: E402  (the machine's busy CPU, counted as bench/score.py's job side)
 from hitpredict.config import config_path, load_config  # noqa: E402
 from hitpredict.evaluation import metric_text, multiclass_metrics  # noqa: E402
 from hitpredict.families import ModelFamily  # noqa: E402
@@ -127,16 +128,6 @@ def package_versions(cache: Path, packages: list[str]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds all cores of this machine have spent busy since boot (/proc/stat), as bench/score.py
-    counts them: every process of the run (Spark's JVM and Python workers, the Horovod processes, the
-    decoder children) is in it, and so is anything else the machine runs at the same time."""
-    with open("/proc/stat") as handle:
-        fields = handle.readline().split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Clock:

@@ -82,7 +82,7 @@ import psutil  # noqa: E402
 
 from hitpredict.config import ModelRef, config_path, load_config, musicnn_installed  # noqa: E402
 from hitpredict.synth.catalogue import ensure_sample_catalogue  # noqa: E402
-from score import CORE_HOURS_FOR, busy_cpu_seconds, make_bundle  # noqa: E402  (bench/ is this script's folder)
+from score import CORE_HOURS_FOR, busy_cpu_seconds, make_bundle, tree_cpu_seconds  # noqa: E402  (bench/ is this script's folder)
 
 STAGES = ("ingest", "fetch", "features", "score")
 DERIVED = ("examples", "datasets", "scores")
@@ -92,18 +92,6 @@ ID3V1_SIZE = 128
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def tree_cpu_seconds(root: psutil.Process) -> float:
-    """CPU seconds of ``root`` and its live descendants, each with the CPU of the children it reaped."""
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
 
 
 def own_cpu_seconds() -> float:

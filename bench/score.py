@@ -41,6 +41,10 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -63,27 +67,20 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds (user + system) this process and all its descendants have spent, the children each
-    of them has reaped included (``/proc/<pid>/stat`` utime, stime, cutime, cstime)."""
-    parents: dict[int, int] = {}
-    spent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def tree_cpu_seconds(root: "psutil.Process | None" = None) -> float:
+    """CPU seconds (user + system) of ``root`` (default: this process) and its live descendants, each with
+    the CPU of the children it reaped (``/proc/<pid>/stat`` utime, stime, cutime, cstime, through psutil)."""
+    import psutil
+
+    root = root or psutil.Process()
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
         try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:   # the process ended meanwhile
+            t = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):   # the process ended meanwhile
             continue
-        parents[int(entry)] = int(fields[1])
-        spent[int(entry)] = sum(int(v) for v in fields[11:15])
-    tree, grew = {os.getpid()}, True
-    while grew:
-        found = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= found
-        grew = bool(found)
-    return sum(spent.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def make_bundle(directory: Path, family: str, audio: dict, crop_frames: int | None = None) -> Path:
