@@ -100,7 +100,7 @@ test-spark35: setup $(STAMP35)
 # reads a finished real_audio run; bench/scale.py runs the pipeline on 1,000 and 10,000 tracks (about 9 GB
 # under data/bench-scale): run those two by hand too.
 BENCHES := $(filter-out bench/real_audio.py bench/real_audio_catalogue.py bench/embedding_choice.py \
-             bench/scale.py,$(wildcard bench/*.py))
+             bench/embed_head_choice.py bench/scale.py,$(wildcard bench/*.py))
 bench: setup
 	@for script in $(BENCHES); do echo "== $$script"; $(PY) $$script || exit 1; done
 

@@ -116,19 +116,17 @@ def grouped_cv(x: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default="data/bench-real-audio", help="a finished bench/real_audio.py run")
-    parser.add_argument("--repeats", type=int, default=4, help="shuffled repeats of the 5 grouped folds")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+def training_clips(work: Path, columns: list[str]) -> tuple[Any, str, Any]:
+    """(config, dataset_id, table) of a finished ``bench/real_audio.py`` run in ``work``: its latest ``region``
+    dataset's training and validation clips (the test clips left out), one row each, sorted by ``track_id``,
+    with ``label``, ``split``, ``audio_uri``, ``group`` (the source track, 0-based, for grouped folds) and the
+    ``features`` columns named in ``columns``."""
     import pandas as pd
     import pyarrow.compute as pc
-    from sklearn.model_selection import StratifiedGroupKFold
 
     from hitpredict.lake import open_lake
 
-    work = Path(args.work).resolve()
+    work = work.resolve()
     if not (work / "real_audio.yaml").is_file():
         raise SystemExit(f"{work} holds no bench/real_audio.py run (no real_audio.yaml): run that first")
     config = load_config(work / "real_audio.yaml", [], environ={})
@@ -137,13 +135,26 @@ def main() -> None:
     datasets = lake.read_columns("datasets", ["dataset_id", "target", "created_at"]).to_pandas()
     dataset = datasets[datasets["target"] == "region"].sort_values("created_at")["dataset_id"].iloc[-1]
     rows = examples[(examples["dataset_id"] == dataset) & (examples["split"] != "test")]
-    features = lake.read_columns("features", ["track_id", "summary"])
+    features = lake.read_columns("features", ["track_id", *columns])
     features = features.filter(pc.is_in(features["track_id"], pa_array(rows["track_id"])))
     catalogue = lake.read_columns("catalogue", ["track_id", "audio_uri", "artists"]).to_pandas()
     table = (rows.merge(features.to_pandas(), on="track_id").merge(catalogue, on="track_id")
              .sort_values("track_id").reset_index(drop=True))
+    table["group"] = pd.factorize(table["artists"].astype(str))[0]
+    return config, str(dataset), table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="data/bench-real-audio", help="a finished bench/real_audio.py run")
+    parser.add_argument("--repeats", type=int, default=4, help="shuffled repeats of the 5 grouped folds")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    config, dataset, table = training_clips(Path(args.work), ["summary"])
     y = table["label"].to_numpy(dtype=int)
-    groups = pd.factorize(table["artists"].astype(str))[0]
+    groups = table["group"].to_numpy()
     folds = [fold for seed in range(args.repeats)
              for fold in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(y, y, groups)]
     summary = np.stack(table["summary"].to_numpy()).astype(np.float64)

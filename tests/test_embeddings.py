@@ -443,3 +443,40 @@ def test_a_model_loaded_before_an_embedder_build_still_scores_in_score_file_and_
     after = float(score_file(str(path), [resolved], ScoreSettings(explain=False))["prob_popular"].iloc[0])
     by_pyfunc = float(pyfunc.predict(None, pd.DataFrame({"path": [str(path)]})).iloc[0, 0])
     assert abs(after - fresh) < 1e-6 and abs(by_pyfunc - fresh) < 1e-6
+
+
+def test_score_file_runs_the_embedder_with_the_configs_threads_and_clips_per_run(tmp_path, monkeypatch):
+    """``score FILE`` builds the embedder its model names with the ``embedding`` config's ``threads`` and
+    ``batch_clips``, as ``extract_features`` does (1 and 1 without a config); one that cannot be built is a
+    ``ScoreError`` naming the file."""
+    from hitpredict.keras_compat import ensure_keras2
+    from hitpredict.models import ModelSpec, build_model, input_names
+    from hitpredict.scoring.registry import ResolvedModel
+    from hitpredict.scoring.scorer import ScoreError, ScoreSettings
+    from hitpredict.scoring.single import score_file
+    from hitpredict.train.bundle import ModelBundle
+    from hitpredict.train.plan import Normalisation
+
+    ensure_keras2()
+    params = AudioParams()
+    spec = ModelSpec("binary", summary_size=4, embedding_size=3)
+    norm = Normalisation([0.0], [1.0], [0.0] * 4, [1.0] * 4, [0.0] * 3, [1.0] * 3)
+    bundle = ModelBundle(family="embed", spec=spec, target="popular", audio=params.model_dump(), norm=norm,
+                         inputs=input_names("embed"), dataset_id="d", embedding_model="MSD_musicnn/max_pool/patches=3",
+                         model=build_model("embed", spec))
+    resolved = ResolvedModel(name="m", version="1", bundle_dir=str(tmp_path), target="popular", family="embed",
+                             audio=params.model_dump(), bundle=bundle)
+    asked = []
+
+    def named(name, threads=1, batch_clips=1):
+        asked.append((name, threads, batch_clips))
+        raise RuntimeError("not built in this test")
+
+    monkeypatch.setattr(Embedder, "named", staticmethod(named))
+    path = tmp_path / "demo.wav"
+    path.write_bytes(b"RIFF")
+    for embedding, expected in ((EmbeddingConfig(threads=2, batch_clips=4), (2, 4)), (None, (1, 1))):
+        with pytest.raises(ScoreError, match=r"demo\.wav: cannot embed with MSD_musicnn/max_pool/patches=3: "
+                                             r"RuntimeError: not built in this test"):
+            score_file(path, [resolved], ScoreSettings(explain=False), embedding=embedding)
+        assert asked.pop() == ("MSD_musicnn/max_pool/patches=3", *expected)

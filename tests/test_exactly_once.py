@@ -132,6 +132,38 @@ def test_keyed_table_holds_one_row_per_key_across_writes_and_within_one(spark, l
     assert DeltaTable(lake.location("catalogue")).version() == version
 
 
+def test_each_commit_reads_the_keys_of_only_the_files_added_since_the_last_one(spark, lake):
+    """The driver's key check reads each data file once (bench/scale.py: reading every key at every commit made
+    the commits' cost grow with the table), and still sees a rival writer's keys and a compaction's new files."""
+    import pickle
+
+    location = lake.location("catalogue")
+    files_after = []
+    for start in range(0, 40, 10):
+        lake.append("catalogue", catalogue_df(spark, range(start, start + 10), partitions=2))
+        files_after.append(len(DeltaTable(location).file_uris()))
+    known = lake._known_keys(location)
+    assert known.files_read == files_after[-2]   # every file read once, by the commit after its own
+    assert len(known.keys) == 30                  # the last write's keys are read by the next commit
+    lake.append("catalogue", catalogue_df(spark, range(35, 45), source="overlap"))
+    assert track_ids(lake) == Counter(f"t{i:05d}" for i in range(45))
+    assert known.files_read == files_after[-1]
+
+    rival = DeltaRsLake(lake.config, spark)      # another driver: its commit is new to this one
+    rival.append("catalogue", catalogue_df(spark, range(45, 50), source="rival"))
+    lake.append("catalogue", catalogue_df(spark, range(45, 55), source="mine"))
+    sources = {r["track_id"]: r["source"] for r in lake.read_arrow("catalogue").to_pylist()}
+    assert sources["t00047"] == "rival" and sources["t00052"] == "mine" and len(sources) == 55
+
+    lake._optimize("catalogue")                   # compaction: the files known are no longer live
+    read_before, compacted = known.files_read, len(DeltaTable(location).file_uris())
+    assert compacted < files_after[-1]
+    lake.append("catalogue", catalogue_df(spark, [*range(0, 5), 55, 56], source="late"))
+    assert track_ids(lake) == Counter(f"t{i:05d}" for i in range(57))
+    assert known.files_read - read_before == compacted   # every live file again
+    assert pickle.loads(pickle.dumps(known)).files == set()
+
+
 def test_unkeyed_tables_keep_every_row(spark, lake):
     rows = [{"track_id": "t1", "error_kind": "timeout", "run": 1, "fetched_at": NOW}] * 2
     lake.append("fetch_attempts", spark.createDataFrame(rows, spark_schema("fetch_attempts")))

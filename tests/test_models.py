@@ -119,6 +119,34 @@ def test_embed_and_fusion_read_their_vectors_and_refuse_a_spec_without_them():
         ModelSpec("binary", fusion_branches=())
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_embed_head_settings_shape_the_model_and_travel_in_the_spec(task):
+    """No units: a linear model (the concatenated inputs straight into the head); units: one ReLU layer each;
+    input dropout and the L2 penalty appear as layers and losses; the settings survive the bundle's JSON."""
+    import json
+    from dataclasses import asdict, replace
+
+    linear = replace(SPECS[task], embed_units=[], embed_input_dropout=0.5, embed_l2=1e-2)
+    model = build_model("embed", linear)
+    dense = [layer for layer in model.layers if isinstance(layer, keras().layers.Dense)]
+    assert [layer.name for layer in dense] == ["probs" if task == "multiclass" else "prob"]
+    assert dense[0].kernel.shape == (linear.embedding_size + linear.summary_size, 4 if task == "multiclass" else 1)
+    assert "input_dropout" in [layer.name for layer in model.layers]
+    inputs, _ = batch(linear)
+    model({name: inputs[name] for name in model.input_names})
+    penalty = float(sum(model.losses))
+    assert penalty == pytest.approx(1e-2 * float(np.sum(dense[0].kernel.numpy() ** 2)), rel=1e-5)
+
+    mlp = replace(SPECS[task], embed_units=(32, 16, 8), embed_dropout=0.1)
+    widths = [layer.units for layer in build_model("embed", mlp).layers if isinstance(layer, keras().layers.Dense)]
+    assert widths[:-1] == [32, 16, 8]
+    assert not build_model("embed", mlp).losses
+    assert ModelSpec(**json.loads(json.dumps(asdict(linear)))) == linear
+    for bad in ({"embed_units": [0]}, {"embed_dropout": 1.0}, {"embed_input_dropout": -0.1}, {"embed_l2": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            replace(SPECS[task], **bad)
+
+
 @pytest.mark.parametrize("branches", [("mel",), ("tags",)])
 @pytest.mark.parametrize("task", ["binary", "multiclass"])
 def test_fusion_with_one_branch_dropped_reads_only_the_other(branches, task):

@@ -16,6 +16,7 @@ import soundfile as sf
 from hitpredict.audio import decode_clip
 from hitpredict.config import DatasetConfig
 from hitpredict.dataset import label_examples
+from hitpredict.synth.music import WRITE_BLOCK_FRAMES
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -41,7 +42,10 @@ def tone(seconds: float, freq: float, channels: int = 1) -> np.ndarray:
 
 def write(path: Path, samples: np.ndarray, fmt: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), samples, RATE, format=fmt)
+    channels = samples.shape[1] if samples.ndim == 2 else 1
+    with sf.SoundFile(str(path), "w", RATE, channels, format=fmt) as handle:
+        for start in range(0, len(samples), WRITE_BLOCK_FRAMES):   # one call per clip can crash libvorbis
+            handle.write(samples[start:start + WRITE_BLOCK_FRAMES])
     return path
 
 

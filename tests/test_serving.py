@@ -4,6 +4,7 @@ in a user's own Python, and an old plain-folder ``mlruns`` store migrated."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -34,22 +36,21 @@ from hitpredict.train.tracking import TrackingError, configure
 USER_ENV_KEEP = ("PATH", "HOME", "LANG", "TMPDIR")
 
 
-def serving_config(root: Path):
+def serving_config(root: Path, embedding: bool = False):
     return load_config(None, [
         f"lake.root={root / 'lakehouse'}", f"sample.dir={root / 'sample'}", "sample.tracks=60", "sample.artists=12",
         "sample.seconds=6", "audio.clip_seconds=6", "audio.min_seconds=1",
         f"train.output_dir={root / 'models'}", f"train.petastorm_cache={root / 'petastorm'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "train.epochs=1", "train.bootstrap_rounds=20",
-        "train.augment.crop_frames=null", "score.segment_seconds=2", "embedding.enabled=false",
+        "train.augment.crop_frames=null", "score.segment_seconds=2", f"embedding.enabled={str(embedding).lower()}",
     ], environ={})
 
 
-@pytest.fixture(scope="module")
-def registered(spark, tmp_path_factory):
-    """60 six-second tracks through features and a dataset; a one-epoch CNN trained on them and registered
-    in a SQLite-backed registry under the test's folder."""
-    root = tmp_path_factory.mktemp("serving")
-    config = serving_config(root)
+def register(spark, root: Path, family: str, embedding: bool = False) -> dict:
+    """60 six-second tracks through features (with the musicnn embedding if ``embedding``) and a dataset; a
+    one-epoch ``family`` model trained on them and registered in a SQLite-backed registry under ``root``; the
+    user's MP3 and what ``score FILE`` gives for it."""
+    config = serving_config(root, embedding)
     s = config.sample
     sample = ensure_sample_catalogue(s.dir, s.tracks, s.artists, seed=s.seed, seconds=s.seconds)
     lake = open_lake(config.lake, spark)
@@ -61,7 +62,7 @@ def registered(spark, tmp_path_factory):
         fetch_previews.run(allow, spark, lake)
     extract_features.run(allow, spark, lake)
     build_dataset.run(config, spark, lake)
-    trained = train_model.run(config, spark, lake, family="cnn", num_proc=1)
+    trained = train_model.run(config, spark, lake, family=family, num_proc=1)
     assert trained.model_name == "hitpredict-popular" and trained.model_version is not None
     # the user's MP3: one of the catalogue's, under a name with a space
     mp3 = root / "my demo.mp3"
@@ -71,6 +72,12 @@ def registered(spark, tmp_path_factory):
                           config.audio.min_seconds).iloc[0]["prob_popular"]
     return {"config": config, "root": root, "trained": trained, "mp3": mp3, "expected": float(expected),
             "uri": f"models:/{trained.model_name}/{trained.model_version}"}
+
+
+@pytest.fixture(scope="module")
+def registered(spark, tmp_path_factory):
+    """A one-epoch CNN (no embedding), registered: see :func:`register`."""
+    return register(spark, tmp_path_factory.mktemp("serving"), "cnn")
 
 
 def _free_port() -> int:
@@ -111,10 +118,12 @@ def _wait_for_ping(base: str, server: subprocess.Popen, log: Path, limit_s: floa
     pytest.fail(f"mlflow models serve did not answer /ping in {limit_s:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-def test_served_model_answers_an_mp3_as_score_file_does(registered, tmp_path):
-    config, mp3 = registered["config"], registered["mp3"]
+@contextlib.contextmanager
+def serving(registered: dict, tmp_path: Path) -> Iterator[str]:
+    """``mlflow models serve`` of the registered model on 127.0.0.1, started as a user's shell would; yields its
+    base URL once it answers ``/ping``, and stops it (and its uvicorn worker) afterwards."""
     port, log = _free_port(), tmp_path / "serve.log"
-    env = {**_user_env(config.mlflow.tracking_uri), "MLFLOW_HOME": str(tmp_path)}
+    env = {**_user_env(registered["config"].mlflow.tracking_uri), "MLFLOW_HOME": str(tmp_path)}
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", registered["uri"], "--env-manager", "local",
@@ -123,6 +132,20 @@ def test_served_model_answers_an_mp3_as_score_file_does(registered, tmp_path):
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for_ping(base, server, log)
+        yield base
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)   # the serve command and its uvicorn worker
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+
+
+def test_served_model_answers_an_mp3_as_score_file_does(registered, tmp_path):
+    mp3 = registered["mp3"]
+    with serving(registered, tmp_path) as base:
         # the documented request: a JSON DataFrame whose binary `audio` column holds base64 text
         body = json.dumps({"dataframe_split": {"columns": ["audio"],
                                                "data": [[base64.b64encode(mp3.read_bytes()).decode()]]}})
@@ -156,14 +179,24 @@ def test_served_model_answers_an_mp3_as_score_file_does(registered, tmp_path):
         # no input column at all
         status, text = _post(f"{base}/invocations", json.dumps({"dataframe_records": [{"other": 1}]}).encode())
         assert status == 400 and "no input column: give one of audio, path, mel" in text, text[-2000:]
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)   # the serve command and its uvicorn worker
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
+
+
+def test_a_served_embed_model_embeds_the_posted_mp3_as_score_file_does(spark, tmp_path):
+    """An ``embed`` model reads the musicnn embedding: the server (a fresh process) builds the embedder named in
+    the bundle and embeds the posted audio, giving what ``score FILE`` gives."""
+    from hitpredict.train.bundle import ModelBundle
+
+    registered = register(spark, tmp_path / "embed", "embed", embedding=True)
+    bundle = ModelBundle.load(registered["trained"].bundle_dir)
+    assert bundle.family == "embed" and tuple(bundle.inputs) == ("embedding", "summary")
+    assert bundle.embedder_name() == "MSD_musicnn/max_pool/patches=3"
+    mp3 = registered["mp3"]
+    with serving(registered, tmp_path) as base:
+        records = [{"audio": base64.b64encode(mp3.read_bytes()).decode()}] * 2
+        status, text = _post(f"{base}/invocations", json.dumps({"dataframe_records": records}).encode())
+        assert status == 200, text[-2000:]
+        assert [p["prob_popular"] for p in json.loads(text)["predictions"]] == pytest.approx(
+            [registered["expected"]] * 2, abs=1e-6)
 
 
 def test_a_users_own_python_loads_the_registered_model_and_scores_a_path(registered, tmp_path):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -33,6 +35,26 @@ def test_other_formats_encode_and_decode(tmp_path, fmt):
     write_audio(path, render(TrackStyle(seconds=2.0), 22050), 22050, fmt)
     data, rate = sf.read(str(path))
     assert rate == 22050 and abs(len(data) - 44100) < 200
+
+
+def test_a_long_ogg_is_written_from_a_thread_with_a_small_stack(tmp_path):
+    """libvorbis allocas every sample handed to it at once: a 30 s clip in one write crashed
+    a 1 MiB-stack thread with SIGSEGV. Run in a child so that a crash fails this test only."""
+    script = (
+        "import sys, threading\n"
+        "from hitpredict.synth.music import TrackStyle, render, write_audio\n"
+        "threading.stack_size(1 << 20)\n"
+        "samples = render(TrackStyle(seconds=30.0, seed=2), 44100)\n"
+        "sizes = []\n"
+        "worker = threading.Thread(target=lambda: sizes.append(write_audio(sys.argv[1], samples, 44100, 'OGG', 2)))\n"
+        "worker.start(); worker.join()\n"
+        "assert sizes and sizes[0] > 10_000, sizes\n"
+    )
+    path = tmp_path / "long.ogg"
+    child = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    data, rate = sf.read(str(path))
+    assert rate == 44100 and data.shape[1] == 2 and abs(len(data) - 30 * 44100) < 4096
 
 
 def test_style_controls_what_is_heard():

@@ -150,15 +150,16 @@ def test_embed_and_fusion_save_and_reload_as_bundles(tmp_path):
 
     _, raw, summary = stored(n=3)
     given = vectors(n=3)
-    for family, branches in (("embed", ("mel", "tags")), ("fusion", ("mel", "tags")), ("fusion", ("tags",))):
+    for family, branches, units in (("embed", ("mel", "tags"), (128, 64)), ("embed", ("mel", "tags"), ()),
+                                    ("fusion", ("mel", "tags"), (128, 64)), ("fusion", ("tags",), (128, 64))):
         spec = ModelSpec("binary", n_mels=N_MELS, frames=FRAMES, summary_size=3, embedding_size=EMBEDDING,
-                         tags_size=TAGS, fusion_branches=branches)
+                         tags_size=TAGS, fusion_branches=branches, embed_units=units)
         bundle = ModelBundle(family=family, spec=spec, target="popular", audio={"n_mels": N_MELS}, norm=WITH_VECTORS,
                              inputs=input_names(family, spec), dataset_id="ds-x", threshold=39.0,
                              label_names=["not_popular", "popular"], model=build_model(family, spec))
         stored_vectors = {name: [list(map(float, v)) for v in values] for name, values in given.items()}
         before = bundle.predict(list(raw), summary.tolist(), vectors=stored_vectors)
-        again = ModelBundle.load(bundle.save(tmp_path / f"{family}-{len(branches)}"))
+        again = ModelBundle.load(bundle.save(tmp_path / f"{family}-{len(branches)}-{len(units)}"))
         assert again.norm == WITH_VECTORS and again.spec == spec and again.inputs == bundle.inputs
         assert np.array_equal(again.predict(list(raw), summary.tolist(), vectors=stored_vectors), before)
         # a track without the vectors the model reads is refused, never scored with a made-up vector
@@ -166,3 +167,25 @@ def test_embed_and_fusion_save_and_reload_as_bundles(tmp_path):
         missing = {**stored_vectors, name: [stored_vectors[name][0], None, stored_vectors[name][2]]}
         with pytest.raises(BundleError, match=f"a track without {name}"):
             again.predict(list(raw), summary.tolist(), vectors=missing)
+
+
+def test_the_train_config_chooses_the_embed_head():
+    """``train.embed_*`` reach the plan's spec (an empty ``embed_units`` from ``--set``: a linear head)."""
+    import pandas as pd
+
+    from hitpredict.config import load_config
+    from hitpredict.stages import train_model
+
+    record = {"dataset_id": "ds-x", "target": "artist", "mel_shape": [N_MELS, FRAMES], "label_names": ["a", "b", "c"],
+              "mel_mean": [0.0] * N_MELS, "mel_std": [1.0] * N_MELS, "summary_mean": [0.0] * 3,
+              "summary_std": [1.0] * 3, "embedding_mean": [0.0] * EMBEDDING, "embedding_std": [1.0] * EMBEDDING}
+    keys = pd.DataFrame({"split": ["train"] * 6 + ["validation"] * 3, "label": [0, 1, 2] * 3})
+    shipped = train_model.make_plan(load_config(None, [], environ={}), record, keys, 1, "embed", None, None).spec
+    assert (shipped.embed_units, shipped.embed_dropout, shipped.embed_l2) == ((128, 64), 0.3, 0.0)
+    config = load_config(None, ["train.embed_units=[]", "train.embed_input_dropout=0.5", "train.embed_l2=0.01"],
+                         environ={})
+    spec = train_model.make_plan(config, record, keys, 1, "embed", None, None).spec
+    assert (spec.embed_units, spec.embed_input_dropout, spec.embed_l2) == ((), 0.5, 0.01)
+    assert spec.embedding_size == EMBEDDING and spec.n_classes == 3
+    with pytest.raises(Exception, match="embed_units"):
+        load_config(None, ["train.embed_units=[64, 0]"], environ={})

@@ -322,7 +322,8 @@ def cmd_score(config: Config, args: argparse.Namespace) -> int:
     config = _with_models(config, args)
     started = time.monotonic()
     models = [resolve_model(ref, config.mlflow) for ref in config.score.models]
-    row = score_file(args.file, models, ScoreSettings.from_config(config), config.audio.min_seconds).iloc[0]
+    row = score_file(args.file, models, ScoreSettings.from_config(config), config.audio.min_seconds,
+                     config.embedding).iloc[0]
     print(f"{args.file} (scored by {row['models']} in {time.monotonic() - started:.1f}s)")
     for key in ("prob_popular", "popularity_pred", "percentile", "region"):
         if row[key] is not None:

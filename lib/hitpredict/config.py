@@ -385,6 +385,14 @@ class TrainConfig(_Section):
     #: The ``fusion`` family's branches: ``mel`` (the inception spectrogram branch) and/or ``tags`` (a dense
     #: branch on the pretrained model's tag probabilities); with both, a learned weight mixes their predictions.
     fusion_branches: list[Literal["mel", "tags"]] = Field(["mel", "tags"], min_length=1)
+    #: The ``embed`` family: hidden ReLU layers (one width each; ``[]``: a linear model on the embedding and
+    #: summary vector), dropout after each, dropout on the inputs, and an L2 penalty on every kernel.
+    #: ``bench/embed_head_choice.py`` compares choices by grouped cross-validation on a benchmark's training
+    #: clips (README, "Pretrained music embeddings").
+    embed_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 64])
+    embed_dropout: float = Field(0.3, ge=0, lt=1)
+    embed_input_dropout: float = Field(0.0, ge=0, lt=1)
+    embed_l2: float = Field(0.0, ge=0)
 
     @field_validator("fusion_branches")
     @classmethod

@@ -151,11 +151,13 @@ class Embedder:
             return _SHARED[key]
 
     @classmethod
-    def named(cls, name: str) -> "Embedder":
+    def named(cls, name: str, threads: int = 1, batch_clips: int = 1) -> "Embedder":
         """The shared embedder whose :attr:`name` is ``name`` (``MODEL/LAYER`` or ``MODEL/LAYER/patches=N``,
-        as ``features.embedding_model`` and a model bundle record it); ``ValueError`` for another form."""
+        as ``features.embedding_model`` and a model bundle record it), with ``threads`` intra-op threads and
+        ``batch_clips`` clips per run (the ``embedding`` config's, for the same bits as ``extract_features``);
+        ``ValueError`` for another form."""
         model, layer, max_patches = parse_embedding_name(name)
-        return cls.shared(model, layer, max_patches=max_patches)
+        return cls.shared(model, layer, threads, batch_clips, max_patches)
 
     @classmethod
     def from_config(cls, config: EmbeddingConfig) -> "Embedder | None":

@@ -21,7 +21,8 @@ A write happens exactly once:
   same ``txn`` id (``CommitFailedError: Concurrent transaction``), so two overlapping writers can
   never both add a key: the loser re-reads the winner's keys and commits again
   (``lake.commit_retries``). Data files are still written by the executors; the driver reads
-  only key columns. (deltalake's own ``merge`` was not used: with the pinned pyarrow 14 its
+  only key columns, and each data file's once (:class:`KnownKeys`), so a commit's work follows the
+  rows it adds, not the table's size. (deltalake's own ``merge`` was not used: with the pinned pyarrow 14 its
   output files cannot be read back, and it would funnel every byte of audio through the driver.)
 * Two first writes racing to create a table both land: the loser appends.
 """
@@ -32,6 +33,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Sequence
@@ -66,6 +68,11 @@ class DeltaRsLake(Lake):
 
     Tables are folders ``<lake.root>/<table>`` (a local path or an object-store URI).
     """
+
+    def _known_keys(self, location: str) -> KnownKeys:
+        """The :class:`KnownKeys` of the keyed table at ``location``, kept for this lake's life."""
+        known: dict[str, KnownKeys] = self.__dict__.setdefault("_known", {})
+        return known.setdefault(location, KnownKeys())
 
     def location(self, table: str) -> str:
         """``<lake.root>/<table>``, the root made absolute when it is a local path.
@@ -330,7 +337,8 @@ class DeltaRsLake(Lake):
                 start = -1 if table_now is None else table_now.version()
                 since = start if since is None else since
                 if key:
-                    adds = _keep_new_keys(table, path, table_now, adds, attempt)
+                    known = None if table_now is None else self._known_keys(path).of(table, path, table_now)
+                    adds = _keep_new_keys(table, path, known, adds, attempt)
                 if not creating and not adds:
                     return start, adds  # nothing new: no commit
                 # The txn makes Delta fail this commit if a concurrent one carrying the same id landed first.
@@ -369,6 +377,49 @@ class DeltaRsLake(Lake):
         raise AssertionError("unreachable")
 
 
+class KnownKeys:
+    """The keys of one keyed table's live data files, each file read once by this driver.
+
+    A commit to a keyed table must know every key the table holds. Reading them all at every commit made a
+    stage's commits quadratic in the table's size (``bench/scale.py``: the driver's time per commit grew with
+    the rows already in). Delta data files never change once written, so the keys of a file read once stay
+    right while the file is live: each commit reads only the key columns of the files added since the last one
+    (by any writer). When a file this holds is no longer live (compaction, an overwrite, a vacuum), it starts
+    again from every live file. Memory: one Python string per key (about 100 bytes).
+    """
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.keys: set[str] = set()
+        #: Data files whose keys were read, over this object's life (what a test checks).
+        self.files_read = 0
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:   # a copy sent elsewhere starts empty (a lock does not pickle)
+        return KnownKeys, ()
+
+    def of(self, table: str, location: str, current: Any) -> set[str]:
+        """Every key of ``table`` (at ``location``) in the version ``current`` (a ``DeltaTable``) read: the keys
+        of the files already known, plus those of its files not seen before."""
+        with self._lock:
+            live = set(pa.table(current.get_add_actions(flatten=False)).column("path").to_pylist())
+            if not self.files <= live:
+                log.debug("%s: %d known file(s) no longer live; reading every file's keys", table,
+                          len(self.files - live))
+                self.files, self.keys = set(), set()
+            unseen = sorted(live - self.files)
+            if unseen:
+                import pyarrow.dataset as pads
+
+                fs, base = pafs.FileSystem.from_uri(location)
+                data = pads.dataset([f"{base}/{name}" for name in unseen], format="parquet",
+                                    filesystem=fs).to_table(columns=list(table_key(table)))
+                self.keys.update(key_values(table, data).to_pylist())
+                self.files.update(unseen)
+                self.files_read += len(unseen)
+            return self.keys
+
+
 def key_values(table: str, data: pa.Table) -> pa.ChunkedArray:
     """One value per row of ``data`` that identifies its key in ``table`` (the key columns joined)."""
     columns = [data.column(c) for c in table_key(table)]
@@ -388,9 +439,9 @@ def new_key_mask(keys: pa.ChunkedArray | pa.Array, existing: pa.ChunkedArray | p
     return keep.combine_chunks() if isinstance(keep, pa.ChunkedArray) else keep
 
 
-def _keep_new_keys(table: str, location: str, current: Any, adds: list[Any], attempt: int) -> list[Any]:
-    """The data files ``adds`` of one write to keyed ``table``, rewritten without the rows whose key
-    ``current`` (the ``DeltaTable`` read, ``None`` if it does not exist yet) holds or an earlier row of
+def _keep_new_keys(table: str, location: str, known: set[str] | None, adds: list[Any], attempt: int) -> list[Any]:
+    """The data files ``adds`` of one write to keyed ``table``, rewritten without the rows whose key the
+    table holds (``known``, from :class:`KnownKeys`; ``None`` if it does not exist yet) or an earlier row of
     the write holds. Reads only the key columns, unless a file has rows to drop (overlapping runs)."""
     from deltalake.transaction import AddAction
 
@@ -401,10 +452,10 @@ def _keep_new_keys(table: str, location: str, current: Any, adds: list[Any], att
     adds = sorted(adds, key=lambda a: a.path)
     parts = [pq.read_table(f"{base}/{a.path}", columns=key, filesystem=fs) for a in adds]
     keys = key_values(table, pa.concat_tables(parts))
-    existing = None
-    if current is not None:
-        existing = key_values(table, current.to_pyarrow_dataset().to_table(columns=key))
-    keep = new_key_mask(keys, existing)
+    keep = new_key_mask(keys, None)
+    if known:
+        held = pa.array([value in known for value in keys.to_pylist()], pa.bool_())
+        keep = pc.and_(keep, pc.invert(held))
     dropped = len(keep) - (pc.sum(keep).as_py() or 0)
     if not dropped:
         return adds

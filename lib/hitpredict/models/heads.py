@@ -25,6 +25,10 @@ class ModelSpec:
     embedding_size : length of the pretrained music embedding (the ``embed`` family's input; 0: none).
     tags_size : how many tag probabilities the ``fusion`` family's tag branch reads (0: none).
     fusion_branches : the branches a ``fusion`` model has, among ``mel`` and ``tags`` (at least one).
+    embed_units : the ``embed`` family's hidden ReLU layers, one width each; empty: a linear head on the inputs.
+    embed_dropout : dropout (0-1) after each of those hidden layers.
+    embed_input_dropout : dropout (0-1) on the ``embed`` family's concatenated inputs.
+    embed_l2 : L2 penalty on the ``embed`` family's kernels, hidden layers and head (0: none).
     """
 
     task: Task
@@ -38,9 +42,21 @@ class ModelSpec:
     embedding_size: int = 0
     tags_size: int = 0
     fusion_branches: tuple[str, ...] = ("mel", "tags")
+    embed_units: tuple[int, ...] = (128, 64)
+    embed_dropout: float = 0.3
+    embed_input_dropout: float = 0.0
+    embed_l2: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fusion_branches", tuple(self.fusion_branches))   # a list when read from JSON
+        object.__setattr__(self, "embed_units", tuple(int(n) for n in self.embed_units))
+        if any(n < 1 for n in self.embed_units):
+            raise ValueError(f"embed_units must be positive widths, got {list(self.embed_units)}")
+        for name in ("embed_dropout", "embed_input_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.embed_l2 < 0:
+            raise ValueError(f"embed_l2 must be at least 0, got {self.embed_l2}")
         if not self.fusion_branches or set(self.fusion_branches) - {"mel", "tags"}:
             raise ValueError(f"fusion_branches must be one or both of mel, tags, got {list(self.fusion_branches)}")
         if self.task == "multiclass" and self.n_classes < 2:
@@ -94,20 +110,24 @@ def head_logits(spec: ModelSpec, features: Any, name: str, seed: int) -> Any:
     return _dense(spec, features, None, name, seed)
 
 
-def head(spec: ModelSpec, features: Any) -> Any:
+def head(spec: ModelSpec, features: Any, kernel_l2: float = 0.0) -> Any:
     """The output layer for ``spec.task`` on top of ``features`` (batch, width): one sigmoid unit
     (binary, probability 0-1), one linear unit (regression) or ``spec.n_classes`` softmax units
     (multiclass); output shape (batch, 1) or (batch, n_classes). One Dense layer (:func:`head_activation`
-    names it), Glorot-uniform initialised with ``spec.seed``."""
+    names it), Glorot-uniform initialised with ``spec.seed``, with an L2 penalty ``kernel_l2`` on its kernel
+    (0: none)."""
     activation, name = head_activation(spec)
-    return _dense(spec, features, activation, name, spec.seed)
+    return _dense(spec, features, activation, name, spec.seed, kernel_l2)
 
 
-def _dense(spec: ModelSpec, features: Any, activation: str | None, name: str, seed: int) -> Any:
+def _dense(spec: ModelSpec, features: Any, activation: str | None, name: str, seed: int,
+           kernel_l2: float = 0.0) -> Any:
     """A Dense layer of the head's width on ``features``, Glorot-uniform initialised with ``seed``."""
     k = keras()
     return k.layers.Dense(head_width(spec), activation=activation,
-                          kernel_initializer=k.initializers.GlorotUniform(seed=seed), name=name)(features)
+                          kernel_initializer=k.initializers.GlorotUniform(seed=seed),
+                          kernel_regularizer=k.regularizers.L2(kernel_l2) if kernel_l2 else None,
+                          name=name)(features)
 
 
 def loss_and_metrics(spec: ModelSpec) -> tuple[str, list[Any]]:

@@ -181,7 +181,9 @@ def make_plan(config: Config, record: dict[str, Any], keys: pd.DataFrame, num_pr
     spec = ModelSpec(task, n_mels=n_mels, frames=frames, summary_size=len(record["summary_mean"]),
                      n_classes=len(record["label_names"] or []) if task == "multiclass" else 2, seed=cfg.seed,
                      window_frames=window, window_hop=max(1, window // 2) if window else None,
-                     embedding_size=len(norm.embedding_mean), tags_size=len(norm.tags_mean), fusion_branches=branches)
+                     embedding_size=len(norm.embedding_mean), tags_size=len(norm.tags_mean), fusion_branches=branches,
+                     embed_units=tuple(cfg.embed_units), embed_dropout=cfg.embed_dropout,
+                     embed_input_dropout=cfg.embed_input_dropout, embed_l2=cfg.embed_l2)
     return TrainPlan(
         family=family, spec=spec, norm=norm,
         augment=Augmentation(a.crop_frames, a.gain_db, a.time_masks, a.time_mask_frames),

@@ -194,6 +194,9 @@ def render(style: TrackStyle, sample_rate: int = 22050) -> np.ndarray:
 AudioFormat = Literal["MP3", "WAV", "FLAC", "OGG", "M4A"]
 
 
+WRITE_BLOCK_FRAMES = 16_384  # frames per libsndfile write (see write_audio)
+
+
 def write_audio(
     path: str | os.PathLike[str],
     samples: np.ndarray,
@@ -216,7 +219,13 @@ def write_audio(
     elif channels != 1:
         raise ValueError(f"channels must be 1 or 2, got {channels}")
     subtype = {"MP3": "MPEG_LAYER_III", "WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[audio_format]
-    sf.write(os.fspath(path), data, sample_rate, format=audio_format, subtype=subtype)
+    # Blocks, never the whole clip in one call: libvorbis allocas a float per sample submitted
+    # at once, so one 10 s OGG write overflows a 1 MiB thread stack (a segfault, not an error).
+    # The MP3 bytes are the same either way.
+    with sf.SoundFile(os.fspath(path), "w", sample_rate, data.shape[1] if data.ndim == 2 else 1,
+                      subtype, format=audio_format) as handle:
+        for start in range(0, len(data), WRITE_BLOCK_FRAMES):
+            handle.write(data[start:start + WRITE_BLOCK_FRAMES])
     return os.path.getsize(path)
 
 
