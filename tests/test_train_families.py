@@ -68,10 +68,10 @@ def test_vector_families_learn_a_label_planted_in_their_vectors(spark, lake, tmp
     from hitpredict.models import build_model
     from hitpredict.train.inputs import model_inputs
 
-    data = planted_dataset(lake)
+    data = planted_dataset(lake, n=320)
     config = load_config(None, [
         f"train.output_dir={tmp_path / 'models'}", f"train.petastorm_cache={tmp_path / 'petastorm'}",
-        "train.epochs=8", "train.patience=3", "train.batch_size=16", "train.learning_rate=0.003",
+        "train.epochs=20", "train.patience=4", "train.batch_size=16", "train.learning_rate=0.003",
         "train.augment.crop_frames=16"], environ={})
     training = train_model.plan_training(config, spark, lake, family, 1)
     plan = training.plan

@@ -126,8 +126,8 @@ def pad_window(samples: np.ndarray, window_samples: int) -> np.ndarray:
 
 class _MonoSpan:
     """Mono samples of source positions ``[lo, hi)``, filled block by block (one buffer, no copies
-    of the whole decode). Channels are averaged with a matrix-vector product (numpy's mean over a
-    2-wide axis is ~10x slower)."""
+    of the whole decode). Channels are averaged with a matrix-vector product, stereo with an add and
+    an exact halving (numpy's mean over a 2-wide axis is ~10x slower)."""
 
     def __init__(self, lo: int, hi: int, channels: int) -> None:
         self.lo, self.hi = lo, max(lo, hi)
@@ -145,6 +145,9 @@ class _MonoSpan:
             dst[:] = part
         elif part.shape[1] == 1:
             dst[:] = part[:, 0]
+        elif part.shape[1] == 2:   # (l + r) / 2: the same bits as the product (halving is exact), 3x cheaper
+            np.add(part[:, 0], part[:, 1], out=dst)
+            dst *= np.float32(0.5)
         else:
             np.matmul(part, self.weights, out=dst)
         self.end = max(self.end, b)

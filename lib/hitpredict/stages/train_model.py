@@ -220,7 +220,7 @@ def _hash_labels(spark: "SparkSession", partitions: int) -> tuple[int, ...]:
 
 
 def spread_by_slot(df: "DataFrame", partitions: int) -> "DataFrame":
-    """``df`` (with ``slot``, the row's rank by ``track_id`` in its split, from :func:`training_rows`) in
+    """``df`` (with ``slot``, the row's rank in its split from :func:`with_slots`) in
     ``partitions`` partitions, row ``slot`` in partition ``slot % partitions``, each sorted by ``track_id``.
 
     Which rows a partition holds, and their order, depend on the dataset alone, not on the file layout of the
@@ -232,28 +232,47 @@ def spread_by_slot(df: "DataFrame", partitions: int) -> "DataFrame":
     return df.withColumn("_part", part).repartition(partitions, "_part").sortWithinPartitions("track_id")
 
 
-def _converter(df: "DataFrame", columns: list[str], partitions: int, row_bytes: int) -> Any:
+def petastorm_converter(df: "DataFrame", columns: list[str], partitions: int, row_bytes: int) -> Any:
+    """``columns`` of ``df`` materialised by Petastorm in ``partitions`` partitions (:func:`spread_by_slot`), row
+    groups of about ``row_bytes`` x rows / ``partitions`` bytes (1 to 32 MiB); its files listed in partition order."""
     from petastorm.spark import make_spark_converter
 
     # Spark writes one or more row groups per file; Petastorm shards by row group, so
     # every process needs at least one file of its own.
     rows = df.count()
     group_bytes = int(min(32 << 20, max(1 << 20, rows * row_bytes // partitions)))
-    return make_spark_converter(spread_by_slot(df, partitions).select(*columns),
-                                parquet_row_group_size_bytes=group_bytes)
+    converter = make_spark_converter(spread_by_slot(df, partitions).select(*columns),
+                                     parquet_row_group_size_bytes=group_bytes)
+    # Petastorm takes the files in the order Spark's inputFiles() gives, a hash order of names that hold a
+    # fresh UUID per write: so the readers' row-group order and shards changed from one materialisation to
+    # the next, and two runs on one dataset trained one of two models. Partition order is fixed.
+    converter.file_urls = sorted(converter.file_urls)
+    return converter
+
+
+def with_slots(examples: "DataFrame") -> "DataFrame":
+    """``examples`` (with ``track_id`` and ``split``) with ``slot``: the example's 0-based rank within its split by
+    a 64-bit hash of its ``track_id`` (then the id itself).
+
+    The order is fixed by the ids alone, yet does not follow their sequence: a catalogue's own sequential ids
+    (``t000000``, ``t000001``, ...) with labels alternating at the partition period would otherwise give
+    :func:`spread_by_slot` partitions, and so processes, of one class each."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    by_hash = Window.partitionBy("split").orderBy(F.xxhash64("track_id"), "track_id")
+    return examples.withColumn("slot", F.row_number().over(by_hash) - 1)
 
 
 def training_rows(lake: Lake, dataset_id: str) -> "DataFrame":
     """The examples of ``dataset_id`` joined with their features on ``track_id``: track_id, split, label,
-    slot (the example's 0-based rank by track_id within its split), mel, summary, embedding, tags (one row per
-    example; an example without an ok features row is left out, which :func:`check_examples` refuses first).
-    The examples, keys only, are broadcast; the features stream, so the spectrograms are never shuffled."""
-    from pyspark.sql import Window
+    slot (:func:`with_slots`), mel, summary, embedding, tags (one row per example; an example without an ok
+    features row is left out, which :func:`check_examples` refuses first). The examples, keys only, are
+    broadcast; the features stream, so the spectrograms are never shuffled."""
     from pyspark.sql import functions as F
 
-    examples = (lake.read("examples").where(F.col("dataset_id") == dataset_id)
-                .select("track_id", "split", "label")
-                .withColumn("slot", F.row_number().over(Window.partitionBy("split").orderBy("track_id")) - 1))
+    examples = with_slots(lake.read("examples").where(F.col("dataset_id") == dataset_id)
+                          .select("track_id", "split", "label"))
     features = lake.read("features").where(F.col("status") == "ok").select("track_id", "mel", "summary",
                                                                            *VECTOR_INPUTS)
     return features.join(F.broadcast(examples), "track_id")
@@ -273,7 +292,7 @@ def train_on_processes(spark: "SparkSession", examples: "DataFrame", plan: Train
     converters = []
     try:
         for split in ("train", "validation"):
-            converters.append(_converter(examples.where(F.col("split") == split),
+            converters.append(petastorm_converter(examples.where(F.col("split") == split),
                                          ["mel", "summary", *vectors, "label"], 2 * num_proc, row_bytes))
         return run_processes(train_process, {"plan": plan, "train_converter": converters[0],
                                              "validation_converter": converters[1]}, num_proc)
