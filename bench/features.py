@@ -225,7 +225,9 @@ def main() -> None:
 
         cosine, cosine_sampled = cosine_mean(ours, stock), cosine_mean(sampled, ours)
         shutil.rmtree(work, ignore_errors=True)
-        name = load_config("conf/local.yaml").embedding.name
+        embedding = load_config("conf/local.yaml").embedding
+        name = embedding.name
+        compared = embedding.layer if embedding.layer in ("mean_pool", "max_pool") else "penultimate"   # as stock
         embed_rows = [
             f"embedding {name}, hitpredict path (our decode + 16 kHz mel, own graph, 1 thread): "
             f"{cpu['embed-ours'] / len(paths):.3f} CPU-s/clip; without the decode the mel path shares "
@@ -233,7 +235,7 @@ def main() -> None:
             f"embedding, stock musicnn.extractor path (librosa.load + batch_data, loaded once, batched, 1 thread): "
             f"{cpu['embed-stock'] / len(paths):.3f} CPU-s/clip",
             f"embedding vs mel path: its own part is {cpu['embed-ours/own'] / ours_cpu:.1f}x the mel path's CPU; "
-            f"mean cosine similarity ours vs stock (penultimate): {cosine:.5f}, max |difference| "
+            f"mean cosine similarity ours vs stock ({compared}): {cosine:.5f}, max |difference| "
             f"{float(np.abs(ours - stock).max()):.2e}",
             f"embedding with embedding.max_patches=3 (3 of the 10 patches): {cpu['embed-ours-3'] / len(paths):.3f} "
             f"CPU-s/clip, own part {cpu['embed-ours-3/own'] / len(paths):.3f}; mean cosine similarity to all 10 "
